@@ -1,0 +1,106 @@
+"""Generation backends behind one interface (DESIGN §4): transformers, vllm, openai.
+
+Use `make_engine(EngineConfig(engine="auto", model="smollm2-135m"))`, then `engine.generate(requests)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pope_eval.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    Sample,
+)
+from pope_eval.errors import ConfigError
+
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "EngineConfig",
+    "GenerationRequest",
+    "GenerationResult",
+    "Sample",
+    "make_engine",
+    "resolve_engine_name",
+]
+
+# name -> "module:Class"; imported lazily so the light install never imports torch or vllm.
+ENGINES: dict[str, str] = {
+    "transformers": "pope_eval.engines.transformers_engine:TransformersEngine",
+    "vllm": "pope_eval.engines.vllm_engine:VLLMEngine",
+    "openai": "pope_eval.engines.openai_engine:OpenAIEngine",
+}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything needed to build an engine; recorded in every run_config.json."""
+
+    engine: str = "auto"
+    model: str = "smollm2-135m"
+    seed: int = 0
+    dtype: str = "auto"  # "auto" = fp32 on CPU, bf16 on GPU
+    max_batch_size: int = 64  # transformers: sequences per padded batch
+    max_model_len: int | None = None  # vllm: context length
+    gpu_memory_utilization: float = 0.85
+    endpoints: tuple[str, ...] = ()  # openai: base URLs, e.g. http://127.0.0.1:8000/v1
+    api_key: str | None = field(default=None, repr=False)
+    concurrency: int = 32  # openai: requests in flight per endpoint
+    request_timeout: float = 600.0
+    max_retries: int = 4
+    cache_dir: str | None = None  # converted models; default ~/.cache/pope
+
+    def __post_init__(self) -> None:
+        if self.engine != "auto" and self.engine not in ENGINES:
+            raise ConfigError(
+                f"EngineConfig.engine: unknown engine {self.engine!r}; "
+                f"choose one of auto, {', '.join(ENGINES)}"
+            )
+        if not self.model:
+            raise ConfigError("EngineConfig.model: empty model name")
+        if self.engine == "openai" and not self.endpoints:
+            raise ConfigError("EngineConfig.endpoints: the openai engine needs at least one URL")
+        if self.max_batch_size < 1:
+            raise ConfigError("EngineConfig.max_batch_size: must be >= 1")
+        if self.concurrency < 1:
+            raise ConfigError("EngineConfig.concurrency: must be >= 1")
+        if self.max_retries < 0:
+            raise ConfigError("EngineConfig.max_retries: must be >= 0")
+        if self.request_timeout <= 0:
+            raise ConfigError("EngineConfig.request_timeout: must be > 0")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"EngineConfig.dtype: unknown dtype {self.dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe record (the API key is never written)."""
+        d = asdict(self)
+        d["endpoints"] = list(self.endpoints)
+        d.pop("api_key")
+        return d
+
+
+def vllm_available() -> bool:
+    """True when a vllm build (CUDA or CPU) is importable."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_engine_name(config: EngineConfig) -> str:
+    """`auto` -> openai when endpoints are given, vllm where it is installed, else transformers."""
+    if config.engine != "auto":
+        return config.engine
+    if config.endpoints:
+        return "openai"
+    return "vllm" if vllm_available() else "transformers"
+
+
+def make_engine(config: EngineConfig) -> Engine:
+    """Build the engine the config names (heavy imports happen here, not at import time)."""
+    name = resolve_engine_name(config)
+    module_name, cls_name = ENGINES[name].split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls.from_config(config)
