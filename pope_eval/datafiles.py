@@ -56,8 +56,7 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
             table = pq.read_table(p)
         except Exception as exc:  # pyarrow raises several types for corrupt files
             raise DataError(f"{p}: cannot read parquet: {exc}") from exc
-        for i, row in enumerate(table.to_pylist(), start=1):
-            yield i, row
+        yield from enumerate(table.to_pylist(), start=1)
     else:
         raise DataError(f"{p}: unsupported file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
 

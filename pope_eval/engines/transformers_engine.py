@@ -1,0 +1,219 @@
+"""transformers backend: padded batches with a KV cache and per-request seeded sampling (CPU default).
+
+Built by `make_engine(EngineConfig(engine="transformers", model=...))`; samples are reproducible per
+request seed whatever else shares the batch (the prefix-search resume relies on it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pope_eval.engines.base import Engine, GenerationRequest, GenerationResult, ProgressFn, Sample
+from pope_eval.errors import require
+from pope_eval.models import resolve_model
+from pope_eval.prompts import render
+
+log = logging.getLogger(__name__)
+
+
+def sample_seed(engine_seed: int, request_seed: int | None, index: int) -> int:
+    """Seed of sample `index` of a request: stable across runs and batch layouts."""
+    digest = hashlib.sha256(f"{engine_seed}:{request_seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class _Seq:
+    """One sample being generated."""
+
+    req: int
+    index: int
+    prompt_ids: list[int]
+    generator: Any
+    tokens: list[int] = field(default_factory=list)
+    finish: str | None = None
+    text: str = ""
+
+
+@dataclass
+class TransformersEngine(Engine):
+    """Sampling loop over a causal LM in fp32 on CPU (bf16 on GPU when dtype=auto)."""
+
+    model_obj: Any = None
+    tokenizer: Any = None
+    seed: int = 0
+    max_batch_size: int = 64
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.name = "transformers"
+
+    @classmethod
+    def from_config(cls, config) -> TransformersEngine:
+        torch = require("torch", "hf")
+        transformers = require("transformers", "hf")
+        resolved = resolve_model(config.model, config.cache_dir)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if config.dtype == "auto":
+            dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        else:
+            dtype = getattr(torch, config.dtype)
+        if device == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        tok = transformers.AutoTokenizer.from_pretrained(resolved.path)
+        model = transformers.AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype)
+        model.to(device).eval()
+        return cls(model=config.model, model_obj=model, tokenizer=tok, seed=config.seed,
+                   max_batch_size=config.max_batch_size, device=device)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "model": self.model, "device": self.device,
+                "dtype": str(self.model_obj.dtype).replace("torch.", "")}
+
+    # -- generation -------------------------------------------------------------------------
+    def _prompt_ids(self, r: GenerationRequest) -> list[int]:
+        text = r.prompt if r.prompt is not None else render(r.messages, self.tokenizer)
+        # Chat templates already hold the special tokens; do not add a second BOS.
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _eos_ids(self) -> set[int]:
+        ids = set()
+        for source in (self.tokenizer.eos_token_id, getattr(self.model_obj.generation_config,
+                                                             "eos_token_id", None)):
+            if isinstance(source, int):
+                ids.add(source)
+            elif isinstance(source, list | tuple):
+                ids.update(source)
+        return ids
+
+    def _generate(self, requests: list[GenerationRequest],
+                  progress: ProgressFn | None) -> list[GenerationResult]:
+        torch = require("torch", "hf")
+        prompt_ids = [self._prompt_ids(r) for r in requests]
+        seqs = [
+            _Seq(req=i, index=j, prompt_ids=prompt_ids[i],
+                 generator=torch.Generator().manual_seed(sample_seed(self.seed, r.seed, j)))
+            for i, r in enumerate(requests)
+            for j in range(r.n)
+        ]
+        # Similar prompt lengths together: less padding.
+        order = sorted(seqs, key=lambda s: (len(s.prompt_ids), s.req, s.index))
+        done_requests: set[int] = set()
+        remaining = {i: r.n for i, r in enumerate(requests)}
+        tokens_so_far = 0
+        for start in range(0, len(order), self.max_batch_size):
+            batch = order[start : start + self.max_batch_size]
+            self._run_batch(batch, requests, torch)
+            for s in batch:
+                tokens_so_far += len(s.tokens)
+                remaining[s.req] -= 1
+                if remaining[s.req] == 0:
+                    done_requests.add(s.req)
+            if progress:
+                progress(len(done_requests), tokens_so_far)
+        results = []
+        for i, r in enumerate(requests):
+            mine = sorted((s for s in seqs if s.req == i), key=lambda s: s.index)
+            results.append(GenerationResult(
+                request=r,
+                samples=tuple(Sample(text=s.text, tokens=len(s.tokens), finish_reason=s.finish)
+                              for s in mine),
+                prompt_tokens=len(prompt_ids[i]),
+            ))
+        return results
+
+    def _run_batch(self, batch: list[_Seq], requests: list[GenerationRequest], torch) -> None:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = next(iter(self._eos_ids()), 0)
+        eos = self._eos_ids()
+        width = max(len(s.prompt_ids) for s in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, s in enumerate(batch):
+            ids[row, width - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
+            mask[row, width - len(s.prompt_ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        max_new = max(requests[s.req].max_tokens for s in batch)
+        live = list(range(len(batch)))  # rows of `batch` still generating, in cache order
+        cache = None
+        inputs = ids.to(self.device)
+        attn = mask.to(self.device)
+        pos = positions.to(self.device)
+        with torch.inference_mode():
+            for _step in range(max_new):
+                out = self.model_obj(input_ids=inputs, attention_mask=attn, position_ids=pos,
+                                     past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                logits = out.logits[:, -1, :].float().cpu()
+                next_tokens = []
+                keep = []
+                for k, row in enumerate(live):
+                    s = batch[row]
+                    r = requests[s.req]
+                    tok = _pick(logits[k], r.temperature, r.top_p, s.generator, torch)
+                    next_tokens.append(tok)
+                    if tok in eos:
+                        s.finish = "stop"
+                    else:
+                        s.tokens.append(tok)
+                        if r.stop and self._hit_stop(s, r.stop):
+                            s.finish = "stop"
+                        elif len(s.tokens) >= r.max_tokens:
+                            s.finish = "length"
+                    if s.finish is None:
+                        keep.append(k)
+                if not keep:
+                    break
+                if len(keep) < len(live):
+                    # Drop finished rows from the cache: later steps only pay for live ones.
+                    idx = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(idx)
+                    attn = attn[idx]
+                    pos = pos[idx]
+                    live = [live[k] for k in keep]
+                    next_tokens = [next_tokens[k] for k in keep]
+                inputs = torch.tensor(next_tokens, device=self.device).unsqueeze(-1)
+                attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=-1)
+                pos = pos[:, -1:] + 1
+        for s in batch:
+            if s.finish is None:  # max_tokens reached on the last step
+                s.finish = "length"
+            if not s.text:
+                s.text = self.tokenizer.decode(s.tokens, skip_special_tokens=True)
+
+    def _hit_stop(self, s: _Seq, stops: tuple[str, ...]) -> bool:
+        # Decode only the tail that can hold a newly completed stop string.
+        tail_tokens = max(len(x) for x in stops) + 8
+        tail = self.tokenizer.decode(s.tokens[-tail_tokens:], skip_special_tokens=True)
+        if not any(x in tail for x in stops):
+            return False
+        text = self.tokenizer.decode(s.tokens, skip_special_tokens=True)
+        cut = min(text.find(x) for x in stops if x in text)
+        s.text = text[:cut]
+        return True
+
+    def close(self) -> None:
+        self.model_obj = None
+
+
+def _pick(logits, temperature: float, top_p: float, generator, torch) -> int:
+    """Greedy at temperature 0, else top-p sampling by inverse CDF with the row's generator."""
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, sorted_ix = torch.sort(probs, descending=True)
+        cum = sorted_p.cumsum(-1)
+        cutoff = int((cum < top_p).sum()) + 1  # smallest set whose mass reaches top_p
+        sorted_p = sorted_p[:cutoff]
+        u = torch.rand((), generator=generator) * sorted_p.sum()
+        k = int(torch.searchsorted(sorted_p.cumsum(-1), u).clamp(max=cutoff - 1))
+        return int(sorted_ix[k])
+    u = torch.rand((), generator=generator)
+    k = int(torch.searchsorted(probs.cumsum(-1), u).clamp(max=probs.numel() - 1))
+    return k

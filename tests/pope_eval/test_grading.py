@@ -1,0 +1,108 @@
+"""Grading: real answer formats, extraction rules, adversarial inputs under a hard time limit."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pope_eval.grading import Grader, extract_answer, grade_many
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _answers(name):
+    return {r["id"]: r["answer"] for r in map(json.loads, (DATA / name).read_text().splitlines())}
+
+
+AIME = _answers("aime2025.jsonl")
+HMMT = _answers("hmmt_feb_2025.jsonl")
+
+CASES = [
+    # (gold, prediction, verdict)
+    (AIME["aime2025-I-1"], f"Summing the bases gives \\boxed{{{AIME['aime2025-I-1']}}}.", "correct"),
+    (AIME["aime2025-I-1"], "\\boxed{71}", "wrong"),
+    (HMMT["hmmt-feb-2025-10"], "\\boxed{\\frac{-1-\\sqrt{17}}{2}, \\frac{-1+\\sqrt{17}}{2}}", "correct"),
+    (HMMT["hmmt-feb-2025-1"], f"so \\boxed{{{HMMT['hmmt-feb-2025-1']}}}", "correct"),
+    ("\\frac{1}{2}", "The probability is \\boxed{0.5}", "correct"),
+    ("\\frac{14}{3}", "\\boxed{\\dfrac{14}{3}}", "correct"),
+    ("2\\sqrt{3}", "\\boxed{\\sqrt{12}}", "correct"),
+    ("\\sqrt{2}", "\\boxed{\\sqrt{3}}", "wrong"),
+    ("(-\\infty, 2]", "\\boxed{(-\\infty,2]}", "correct"),
+    ("(-\\infty, 2]", "\\boxed{(-\\infty,2)}", "wrong"),
+    ("\\{1, 2, 3\\}", "\\boxed{\\{3,2,1\\}}", "correct"),
+    ("10", "\\boxed{10\\text{ cm}}", "correct"),
+    ("42", "Answer: 42", "correct"),
+    ("42", "so the final answer is $42$.", "correct"),
+    ("42", "I think it is about forty.", "no_answer"),
+    ("42", "", "no_answer"),
+    ("", "\\boxed{1}", "bad_gold"),
+]
+
+
+@pytest.mark.parametrize("gold,pred,verdict", CASES)
+def test_real_answer_formats(gold, pred, verdict):
+    assert grade_many([pred], [gold])[0].status == verdict
+
+
+def test_batch_preserves_order_and_reports_extracted_answers():
+    golds = [c[0] for c in CASES]
+    preds = [c[1] for c in CASES]
+    results = grade_many(preds, golds)
+    assert [r.status for r in results] == [c[2] for c in CASES]
+    assert results[0].extracted == AIME["aime2025-I-1"]
+
+
+def test_extraction_rules():
+    assert extract_answer("\\boxed{1} then \\boxed{\\frac{2}{3}}") == "\\frac{2}{3}"
+    assert extract_answer("\\boxed{ {a}+{b} }") == "{a}+{b}"
+    assert extract_answer("**Answer:** 17.") == "17"
+    assert extract_answer("The answer is 3, wait, the final answer is 5") == "5"
+    assert extract_answer("no answer here") is None
+    assert extract_answer("\\boxed{unclosed") is None
+
+
+def test_mismatched_lengths_are_an_error():
+    with pytest.raises(ValueError):
+        grade_many(["a"], ["1", "2"])
+
+
+ADVERSARIAL = [
+    "\\boxed{9^{9^{9^{9}}}}",
+    "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+    "x" * 200_000,
+    "\\boxed{" + "1+" * 100_000 + "1}",
+]
+
+
+@pytest.mark.parametrize("pred", ADVERSARIAL, ids=["tower", "braces", "200KB", "long-sum"])
+def test_adversarial_inputs_return_within_the_limit_and_the_pool_survives(pred):
+    with Grader(workers=1, timeout=2.0) as g:
+        g.grade_many(["\\boxed{1}"], ["1"])  # worker started
+        t = time.monotonic()
+        r = g.grade_many([pred], ["3"])[0]
+        assert time.monotonic() - t < 2.0 + 1.0
+        assert r.status in ("timeout", "no_answer", "wrong")
+        assert g.grade_many(["\\boxed{7}"], ["7"])[0].status == "correct"
+
+
+def test_power_tower_times_out_and_pool_keeps_grading():
+    with Grader(workers=2, timeout=2.0) as g:
+        preds = ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{4}", "\\boxed{5}"]
+        res = g.grade_many(preds, ["3", "4", "6"])
+        assert [r.status for r in res] == ["timeout", "correct", "wrong"]
+
+
+def test_shared_pool_is_usable_from_threads():
+    out = {}
+
+    def work(i):
+        out[i] = [r.status for r in grade_many([f"\\boxed{{{i}}}", "\\boxed{0}"], [str(i), "1"])]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == {i: ["correct", "wrong"] for i in range(2, 6)}

@@ -1,0 +1,157 @@
+"""The openai backend against a real `vllm serve`, and its failure handling against stand-ins."""
+
+import http.server
+import threading
+import time
+
+import pytest
+
+from pope_eval.engines import EngineConfig, GenerationRequest, make_engine
+from pope_eval.errors import EngineError
+from pope_eval.prompts import problem_messages, render
+from tests.conftest import free_port
+
+
+class _Stub(http.server.BaseHTTPRequestHandler):
+    """Answers per a script: 'ok', '500', or 'drop' (close without a reply)."""
+
+    script: list[str] = []
+    calls = 0
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        cls = type(self)
+        action = cls.script[min(cls.calls, len(cls.script) - 1)]
+        cls.calls += 1
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if action == "drop":
+            self.connection.close()
+            return
+        if action == "500":
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"boom")
+            return
+        body = (b'{"choices":[{"index":0,"text":"\\\\boxed{4}","finish_reason":"stop"}],'
+                b'"usage":{"prompt_tokens":3,"completion_tokens":5}}')
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub():
+    port = free_port()
+    handler = type("Stub", (_Stub,), {"script": [], "calls": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield handler, f"http://127.0.0.1:{port}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def _engine(*urls, retries=2):
+    e = make_engine(EngineConfig(engine="openai", model="m", endpoints=tuple(urls),
+                                 max_retries=retries, request_timeout=5))
+    e.backoff_base = 0.05
+    return e
+
+
+def test_unreachable_endpoint_fails_fast_naming_the_url():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    t = time.monotonic()
+    with pytest.raises(EngineError, match=r"after 3 attempts.*127\.0\.0\.1"):
+        _engine(url).generate([GenerationRequest(prompt="hi")])
+    assert time.monotonic() - t < 10
+
+
+def test_5xx_then_success_is_retried(stub):
+    handler, url = stub
+    handler.script = ["500", "drop", "ok"]
+    res = _engine(url).generate([GenerationRequest(prompt="hi")])
+    assert res[0].samples[0].text == "\\boxed{4}" and res[0].samples[0].tokens == 5
+    assert handler.calls == 3
+
+
+def test_persistent_5xx_is_an_error(stub):
+    handler, url = stub
+    handler.script = ["500"]
+    with pytest.raises(EngineError, match="HTTP 500"):
+        _engine(url, retries=1).generate([GenerationRequest(prompt="hi")])
+
+
+def test_dead_endpoint_hands_requests_to_a_live_one(stub):
+    handler, live = stub
+    handler.script = ["ok"]
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    res = _engine(dead, live).generate([GenerationRequest(prompt=f"q{i}") for i in range(4)])
+    assert all(r.samples[0].text == "\\boxed{4}" for r in res)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_openai_against_vllm_serve_matches_in_process_greedy(vllm_server, hf_engine):
+    url, _ = vllm_server
+    engine = make_engine(EngineConfig(engine="openai", model="smollm2-135m", endpoints=(url,),
+                                      send_seed=False))
+    prompts = [render(problem_messages(p), hf_engine.tokenizer)
+               for p in ["What is 12 + 30?", "Compute 7 * 8."]]
+    reqs = [GenerationRequest(prompt=p, n=1, max_tokens=24, temperature=0) for p in prompts]
+    served = engine.generate(reqs)
+    local = hf_engine.generate(reqs)
+    for a, b in zip(served, local):
+        assert a.samples[0].tokens >= 1
+        assert a.samples[0].text[:40] == b.samples[0].text[:40]
+    # n > 1 with chat messages: per-sample token counts come back.
+    chat = engine.generate([GenerationRequest(messages=tuple(problem_messages("What is 2+2?")),
+                                              n=3, max_tokens=12, temperature=1.0)])
+    assert len(chat[0].samples) == 3 and all(1 <= s.tokens <= 12 for s in chat[0].samples)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_server_dying_mid_batch_is_a_clear_error(tiny_model_dir, tmp_path):
+    """A second, private server is killed while a batch is in flight."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    port = free_port()
+    exe = shutil.which("vllm", path=str(Path(sys.executable).parent)) or "vllm"
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen([exe, "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port",
+                             str(port), "--dtype", "float32", "--gpu-memory-utilization", "0.2",
+                             "--served-model-name", "m"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 420
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(2)
+        threading.Timer(3.0, lambda: os.killpg(proc.pid, signal.SIGKILL)).start()
+        engine = _engine(f"http://127.0.0.1:{port}/v1", retries=2)
+        t = time.monotonic()
+        with pytest.raises(EngineError, match=str(port)):
+            engine.generate([GenerationRequest(prompt=f"Count to {i}:", n=4, max_tokens=2000,
+                                               temperature=1.0) for i in range(16)])
+        assert time.monotonic() - t < 60
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
