@@ -125,7 +125,7 @@ class Quarantine:
     entries: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, source: str, row: int | None, reason: str, raw: Any = None) -> None:
-        log.warning("quarantined %s row %s: %s", source, row, reason)
+        log.debug("quarantined %s row %s: %s", source, row, reason)
         self.entries.append({"source": source, "row": row, "reason": reason, "raw": _jsonable(raw)})
 
     def __len__(self) -> int:

@@ -1,0 +1,232 @@
+"""Problem sources (Omni-MATH, DAPO-Math-17k, any file or Hub dataset, synthetic) -> Problem records.
+
+`load_problems("omni-math", path=..., difficulty=(5, None))` or `load_problems("synthetic", limit=24)`;
+rows that cannot be normalised go to the Quarantine with their row number, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pope_data.records import Problem
+from pope_eval.datafiles import Quarantine, get_field, iter_rows, parse_column_map
+from pope_eval.errors import ConfigError, DataError, require
+
+log = logging.getLogger(__name__)
+
+# DAPO-Math-17k wraps every problem in this instruction (quoted in shared/data/README.md).
+DAPO_PREFIX = (
+    "Solve the following math problem step by step. The last line of your response should be of "
+    "the form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
+)
+DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How a named source reads rows: its Hub id and split, and its column mapping."""
+
+    hub_id: str | None
+    split: str
+    columns: dict[str, str]  # our field -> the source's column (dotted for nested)
+    id_prefix: str
+    normalise: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    dedup: bool = False
+
+
+def strip_dapo_wrapper(prompt: str) -> str:
+    """The bare problem from a DAPO prompt (unchanged if it carries no wrapper)."""
+    text = prompt.strip()
+    if text.startswith(DAPO_PREFIX.strip()[:60]):
+        text = text[len(DAPO_PREFIX.strip()):]
+    if text.endswith(DAPO_SUFFIX.strip()):
+        text = text[: -len(DAPO_SUFFIX.strip())]
+    return text.strip()
+
+
+def _dapo_row(row: dict[str, Any]) -> dict[str, Any]:
+    prompt = row.get("prompt")
+    if isinstance(prompt, list):  # chat form: [{"role": "user", "content": ...}]
+        prompt = next((m.get("content") for m in prompt if isinstance(m, dict)
+                       and m.get("role") == "user"), None)
+    out = dict(row)
+    if isinstance(prompt, str):
+        out["prompt"] = strip_dapo_wrapper(prompt)
+    return out
+
+
+SOURCES: dict[str, SourceSpec] = {
+    "omni-math": SourceSpec(
+        hub_id="KbsdJames/Omni-MATH", split="test",
+        columns={"problem": "problem", "solution": "solution", "answer": "answer",
+                 "difficulty": "difficulty", "domain": "domain", "id": "id"},
+        id_prefix="omni-math-"),
+    "dapo": SourceSpec(
+        hub_id="BytedTsinghua-SIA/DAPO-Math-17k", split="train",
+        columns={"problem": "prompt", "answer": "reward_model.ground_truth",
+                 "id": "extra_info.index"},
+        id_prefix="dapo-", normalise=_dapo_row, dedup=True),
+    "dapo-processed": SourceSpec(
+        hub_id="open-r1/DAPO-Math-17k-Processed", split="train",
+        columns={"problem": "prompt", "answer": "solution", "id": "extra_info.index"},
+        id_prefix="dapo-", normalise=_dapo_row, dedup=True),
+    "generic": SourceSpec(hub_id=None, split="train", columns={}, id_prefix=""),
+}
+
+
+def normalise_text(text: str) -> str:
+    """Key for deduplication: case, whitespace and LaTeX spacing do not count."""
+    t = re.sub(r"\\[,;:! ]|~", " ", text.lower())
+    t = re.sub(r"\s+", " ", t)
+    return t.strip()
+
+
+def _as_str(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    if isinstance(value, str):
+        return value
+    return None
+
+
+def _stable_id(prefix: str, text: str) -> str:
+    return prefix + hashlib.sha256(normalise_text(text).encode()).hexdigest()[:16]
+
+
+def _rows_from_hub(hub_id: str, split: str) -> Iterator[tuple[int, Any]]:
+    datasets = require("datasets", "core")
+    try:
+        ds = datasets.load_dataset(hub_id, split=split)
+    except Exception as exc:  # offline / missing / auth
+        raise DataError(
+            f"cannot load {hub_id} from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
+            "offline? pass a local file with --path"
+        ) from exc
+    yield from enumerate(ds, start=1)
+
+
+def normalise_rows(
+    rows: Iterable[tuple[int, Any]], spec: SourceSpec, *, origin: str, source_name: str,
+    quarantine: Quarantine, columns: dict[str, str] | None = None,
+) -> list[Problem]:
+    """Rows -> Problems. Bad rows are quarantined (origin + row number + reason)."""
+    cols = {**spec.columns, **(columns or {})}
+    cols.setdefault("problem", "problem")
+    cols.setdefault("answer", "answer")
+    cols.setdefault("solution", "solution")
+    cols.setdefault("difficulty", "difficulty")
+    cols.setdefault("domain", "domain")
+    cols.setdefault("id", "id")
+    def field(row: dict[str, Any], name: str) -> Any:
+        # Files already in our Problem shape (e.g. a stripped DAPO sample) use our field names.
+        value = get_field(row, cols[name])
+        return row.get(name) if value is None and cols[name] != name else value
+
+    out: list[Problem] = []
+    seen_ids: set[str] = set()
+    seen_text: dict[str, str] = {}
+    duplicates = 0
+    for rownum, row in rows:
+        if isinstance(row, Exception):
+            quarantine.add(origin, rownum, str(row))
+            continue
+        if not isinstance(row, dict):
+            quarantine.add(origin, rownum, f"row is {type(row).__name__}, not an object", row)
+            continue
+        if spec.normalise:
+            row = spec.normalise(row)
+        problem = field(row, "problem")
+        answer = _as_str(field(row, "answer"))
+        if not isinstance(problem, str) or not problem.strip():
+            quarantine.add(origin, rownum, f"empty or non-text problem ('{cols['problem']}')", row)
+            continue
+        if answer is None or not answer.strip():
+            quarantine.add(origin, rownum, f"missing or empty answer ('{cols['answer']}')", row)
+            continue
+        solution = field(row, "solution")
+        if solution is not None and not isinstance(solution, str):
+            quarantine.add(origin, rownum, f"solution is {type(solution).__name__}, not text", row)
+            continue
+        if isinstance(solution, str) and not solution.strip():
+            solution = None
+        difficulty = field(row, "difficulty")
+        if difficulty is not None:
+            try:
+                difficulty = float(difficulty)
+            except (TypeError, ValueError):
+                quarantine.add(origin, rownum, f"difficulty {difficulty!r} is not a number", row)
+                continue
+        domain = field(row, "domain")
+        if isinstance(domain, list):
+            domain = "; ".join(map(str, domain))
+        key = normalise_text(problem)
+        if spec.dedup and key in seen_text:
+            duplicates += 1
+            continue
+        raw_id = get_field(row, cols["id"])
+        if raw_id is not None:
+            # Ids from a source column (e.g. DAPO's extra_info.index) get the source's prefix.
+            pid = f"{spec.id_prefix}{raw_id}" if cols["id"] != "id" else str(raw_id)
+        elif isinstance(row.get("id"), str | int):
+            pid = str(row["id"])
+        else:
+            pid = _stable_id(spec.id_prefix or f"{source_name}-", problem)
+        if pid in seen_ids:
+            quarantine.add(origin, rownum, f"duplicate id {pid!r}", row)
+            continue
+        seen_ids.add(pid)
+        seen_text[key] = pid
+        out.append(Problem(id=pid, problem=problem.strip(), answer=answer.strip(),
+                           source=source_name, solution=solution, difficulty=difficulty,
+                           domain=str(domain) if domain is not None else None))
+    if duplicates:
+        log.info("%s: %d duplicate problems removed", origin, duplicates)
+    return out
+
+
+def load_problems(
+    source: str, *, path: str | None = None, hub_id: str | None = None,
+    columns: str | dict[str, str] | None = None, limit: int | None = None,
+    difficulty: tuple[float | None, float | None] | None = None, domain: str | None = None,
+    seed: int = 0, quarantine: Quarantine | None = None, synthetic_difficulty: int = 2,
+) -> list[Problem]:
+    """Load a source. `path` reads a local jsonl/json/parquet file, `hub_id` overrides the Hub
+    dataset; filters apply before `limit`. `synthetic` needs neither (limit = count, default 24)."""
+    quarantine = quarantine if quarantine is not None else Quarantine()
+    if source == "synthetic":
+        from pope_data.synthetic import generate_synthetic
+
+        problems = generate_synthetic(limit or 24, seed=seed, difficulty=synthetic_difficulty)
+        return _filter(problems, difficulty, domain)
+    if source not in SOURCES:
+        raise ConfigError(f"source: unknown {source!r}; choose one of "
+                          f"{', '.join([*SOURCES, 'synthetic'])}")
+    spec = SOURCES[source]
+    if path is not None:
+        rows, origin = iter_rows(path), str(path)
+    elif hub_id is not None or spec.hub_id is not None:
+        hid = hub_id or spec.hub_id
+        rows, origin = _rows_from_hub(hid, spec.split), hid
+    else:
+        raise ConfigError(f"source {source!r}: give --path (a local file) or --hub-id")
+    problems = normalise_rows(rows, spec, origin=origin, source_name=source,
+                              quarantine=quarantine, columns=parse_column_map(columns))
+    problems = _filter(problems, difficulty, domain)
+    return problems[:limit] if limit is not None else problems
+
+
+def _filter(problems: list[Problem], difficulty, domain) -> list[Problem]:
+    if difficulty is not None:
+        lo, hi = difficulty
+        problems = [p for p in problems if p.difficulty is not None
+                    and (lo is None or p.difficulty >= lo) and (hi is None or p.difficulty <= hi)]
+    if domain:
+        problems = [p for p in problems if p.domain and domain.lower() in p.domain.lower()]
+    return problems

@@ -1,0 +1,94 @@
+"""Sources on real rows of shared/data, Hub-shaped DAPO rows, and malformed files."""
+
+import json
+
+import polars as pl
+import pytest
+
+from pope_data.sources import DAPO_PREFIX, DAPO_SUFFIX, load_problems, strip_dapo_wrapper
+from pope_eval.datafiles import Quarantine
+from pope_eval.errors import ConfigError
+
+
+def test_omni_math_rows_with_filters(shared_data):
+    rows = [json.loads(x) for x in (shared_data / "omni_math_sample.jsonl").read_text().splitlines()]
+    problems = load_problems("omni-math", path=str(shared_data / "omni_math_sample.jsonl"))
+    assert len(problems) == len(rows)
+    first = problems[0]
+    assert (first.id, first.problem, first.solution, first.answer) == (
+        rows[0]["id"], rows[0]["problem"].strip(), rows[0]["solution"], rows[0]["answer"])
+    hard = load_problems("omni-math", path=str(shared_data / "omni_math_sample.jsonl"),
+                         difficulty=(7, None), domain="geometry")
+    assert hard and all(p.difficulty >= 7 and "geometry" in p.domain.lower() for p in hard)
+
+
+def test_math500_through_the_generic_source(shared_data):
+    problems = load_problems("generic", path=str(shared_data / "math500.jsonl"), limit=10)
+    assert len(problems) == 10 and all(p.solution and "\\boxed" in p.solution for p in problems)
+    assert problems[0].id == "math500-precalculus-807"
+
+
+def test_local_dapo_sample_has_no_solutions(shared_data):
+    problems = load_problems("dapo", path=str(shared_data / "dapo_sample.jsonl"))
+    assert len(problems) == 150
+    assert all(p.solution is None and p.answer.lstrip("-").isdigit() for p in problems)
+    assert all(p.id.startswith("dapo-") for p in problems)
+
+
+def _hub_dapo_row(problem, answer, index):
+    return {"data_source": "math_dapo",
+            "prompt": [{"role": "user", "content": DAPO_PREFIX + problem + DAPO_SUFFIX}],
+            "ability": "MATH", "reward_model": {"ground_truth": answer, "style": "rule-lighteval/MATH_v2"},
+            "extra_info": {"index": index}}
+
+
+def test_dapo_hub_shape_is_stripped_and_deduplicated(tmp_path):
+    rows = [_hub_dapo_row("Find $x$ if $2x = 6$.", "3", "a"),
+            _hub_dapo_row("Find $x$ if $2x = 6$.", "3", "b"),  # the Hub repeats problems
+            _hub_dapo_row("Find  $x$ if $2x = 6$. ", "3", "c"),  # whitespace variant
+            _hub_dapo_row("Compute $1+1$.", "2", "d")]
+    path = tmp_path / "dapo.parquet"
+    pl.DataFrame(rows).write_parquet(path)
+    problems = load_problems("dapo", path=str(path))
+    assert [(p.id, p.problem, p.answer) for p in problems] == [
+        ("dapo-a", "Find $x$ if $2x = 6$.", "3"), ("dapo-d", "Compute $1+1$.", "2")]
+    assert strip_dapo_wrapper("plain problem") == "plain problem"
+
+
+def test_malformed_rows_are_quarantined_with_row_numbers(tmp_path):
+    lines = [
+        json.dumps({"problem": "ok", "answer": "1", "solution": "s"}),
+        json.dumps({"problem": "", "answer": "1"}),
+        "{broken",
+        json.dumps({"problem": "no answer"}),
+        json.dumps({"problem": "p", "answer": "2", "solution": 5}),
+        json.dumps({"problem": "p", "answer": "2", "difficulty": "hard"}),
+        json.dumps(["not", "an", "object"]),
+        json.dumps({"problem": "int answer", "answer": 7}),
+    ]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    q = Quarantine()
+    problems = load_problems("generic", path=str(path), quarantine=q)
+    assert [p.problem for p in problems] == ["ok", "int answer"] and problems[1].answer == "7"
+    got = {e["row"]: e["reason"] for e in q.entries}
+    assert set(got) == {2, 3, 4, 5, 6, 7}
+    assert "empty" in got[2] and "invalid JSON" in got[3] and "answer" in got[4]
+    assert "solution" in got[5] and "difficulty" in got[6] and "not an object" in got[7]
+    written = [json.loads(x) for x in q.write(tmp_path / "q.jsonl").read_text().splitlines()]
+    assert all(e["source"] == str(path) for e in written)
+
+
+def test_column_mapping_and_unknown_source(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps({"question": "What?", "final": "4", "uid": "u1"}) + "\n")
+    (p,) = load_problems("generic", path=str(path), columns="problem=question,answer=final,id=uid")
+    assert (p.problem, p.answer, p.id) == ("What?", "4", "u1")
+    with pytest.raises(ConfigError, match="unknown 'nope'"):
+        load_problems("nope")
+
+
+def test_synthetic_source_is_seeded():
+    a = load_problems("synthetic", limit=8, seed=1)
+    b = load_problems("synthetic", limit=8, seed=1)
+    assert a == b and len(a) == 8 and a != load_problems("synthetic", limit=8, seed=2)
