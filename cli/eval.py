@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from pope_cli.common import (
     command_line,
     console,
@@ -19,6 +17,14 @@ from pope_cli.common import (
     parse_ks,
     print_table,
     setup_logging,
+)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 
 app = typer.Typer(help="Measure pass@k with math-verify grading.", no_args_is_help=True)

@@ -178,14 +178,27 @@ class Bisect(_Search):
         return min(h - 1, max(lo + 1, lo + round((h - lo) * self.split)))
 
 
-STRATEGIES: dict[str, type[_Search]] = {"sweep": Sweep, "bisect": Bisect}
+class Once(_Search):
+    """A single probe of n samples at `min_prefix`: the curate stage (k unguided samples,
+    min_prefix = max_prefix = 0). i* = min_prefix when any sample is correct."""
+
+    def _choose(self) -> int | None:
+        st = self._state(self.min_prefix)
+        if not st.resolved(self.n):
+            return self.min_prefix
+        self._decide(self.min_prefix if st.success else None)
+        return None
+
+
+STRATEGIES: dict[str, type[_Search]] = {"sweep": Sweep, "bisect": Bisect, "once": Once}
 SEQUENTIAL_SUFFIX = "-seq"
 DEFAULT_STRATEGY = "bisect-seq"
 DEFAULT_WAVE_SIZE = 2
 
 
 def strategy_names() -> list[str]:
-    return [name + suffix for name in STRATEGIES for suffix in ("", SEQUENTIAL_SUFFIX)]
+    return [name + suffix for name in STRATEGIES if name != "once"
+            for suffix in ("", SEQUENTIAL_SUFFIX)]
 
 
 def make_strategy(name: str, *, problem_id: str, min_prefix: int, max_prefix: int, n: int,

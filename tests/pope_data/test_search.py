@@ -74,7 +74,7 @@ def test_strategies_are_deterministic_and_replayable():
     assert a == b
     # Replaying recorded outcomes into a fresh machine reproduces its next probe (resume).
     s = mk(DEFAULT_STRATEGY)
-    for i, (prefix, wave, n, correct) in enumerate(a[:3]):
+    for prefix, wave, n, correct in a[:3]:
         (pr,) = s.next_probes()
         assert (pr.prefix_segments, pr.wave, pr.n) == (prefix, wave, n)
         s.update(ProbeOutcome(pr, n, correct, 0))

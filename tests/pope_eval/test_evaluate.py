@@ -46,7 +46,7 @@ def _answers(limit):
 
 def _config(tmp_path, **kw):
     base = dict(data=str(AIME), out=str(tmp_path / "run"), n=4, limit=5, max_tokens=16,
-                engine=EngineConfig(engine="transformers"), problems_per_batch=2, n_boot=200)
+                engine=EngineConfig(engine="transformers"), problems_per_batch=5, n_boot=200)
     base.update(kw)
     return PassAtKConfig(**base)
 
@@ -74,15 +74,15 @@ def test_outputs_and_summary_match_the_estimator_on_per_problem_counts(tmp_path)
 
 def test_rerun_generates_nothing_and_partial_runs_resume(tmp_path):
     engine = ScriptedEngine(_answers(5))
-    first = run_pass_at_k(_config(tmp_path), engine=engine)
+    first = run_pass_at_k(_config(tmp_path, problems_per_batch=2), engine=engine)
     assert engine.requests == 5
-    again = run_pass_at_k(_config(tmp_path), engine=engine)
+    again = run_pass_at_k(_config(tmp_path, problems_per_batch=2), engine=engine)
     assert engine.requests == 5
     assert again["pass_at_k"] == first["pass_at_k"]
     # Lose the last finished batch (one problem): only that problem is generated again.
     parts = sorted((tmp_path / "run" / "parts").glob("part-*.parquet"))
     parts[-1].unlink()
-    resumed = run_pass_at_k(_config(tmp_path), engine=engine)
+    resumed = run_pass_at_k(_config(tmp_path, problems_per_batch=2), engine=engine)
     assert engine.requests == 6
     assert resumed["pass_at_k"] == first["pass_at_k"]
 

@@ -118,21 +118,18 @@ def test_openai_against_vllm_serve_matches_in_process_greedy(vllm_server, hf_eng
 def test_server_dying_mid_batch_is_a_clear_error(tiny_model_dir, tmp_path):
     """A second, private server is killed while a batch is in flight."""
     import os
-    import shutil
     import signal
     import subprocess
-    import sys
-    from pathlib import Path
 
     import httpx
 
+    from pope_eval.engines.vllm_engine import server_command
+
     port = free_port()
-    exe = shutil.which("vllm", path=str(Path(sys.executable).parent)) or "vllm"
     log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([exe, "serve", str(tiny_model_dir), "--host", "127.0.0.1", "--port",
-                             str(port), "--dtype", "float32", "--gpu-memory-utilization", "0.2",
-                             "--served-model-name", "m"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    argv = server_command("smollm2-135m", port=port, served_name="m")
+    argv[argv.index("0.3")] = "0.2"  # leaves room beside the session's server
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 420
         while True:
