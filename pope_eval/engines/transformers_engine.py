@@ -150,12 +150,13 @@ class TransformersEngine(Engine):
                                      past_key_values=cache, use_cache=True)
                 cache = out.past_key_values
                 logits = out.logits[:, -1, :].float().cpu()
+                rows = [batch[row] for row in live]
+                picked = _pick_batch(logits, [requests[q.req] for q in rows],
+                                     [q.generator for q in rows], torch)
                 next_tokens = []
                 keep = []
-                for k, row in enumerate(live):
-                    s = batch[row]
+                for k, (s, tok) in enumerate(zip(rows, picked)):
                     r = requests[s.req]
-                    tok = _pick(logits[k], r.temperature, r.top_p, s.generator, torch)
                     next_tokens.append(tok)
                     if tok in eos:
                         s.finish = "stop"
@@ -201,19 +202,30 @@ class TransformersEngine(Engine):
         self.model_obj = None
 
 
-def _pick(logits, temperature: float, top_p: float, generator, torch) -> int:
-    """Greedy at temperature 0, else top-p sampling by inverse CDF with the row's generator."""
-    if temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, sorted_ix = torch.sort(probs, descending=True)
+def _pick_batch(logits, reqs: list[GenerationRequest], generators: list, torch) -> list[int]:
+    """Next token per row: greedy at temperature 0, else top-p sampling by inverse CDF with the
+    row's own generator. Row-wise operations only, so a row's draw never depends on its batch."""
+    out = [0] * len(reqs)
+    greedy = [k for k, r in enumerate(reqs) if r.temperature == 0]
+    sampled = [k for k, r in enumerate(reqs) if r.temperature != 0]
+    if greedy:
+        arg = torch.argmax(logits[greedy], dim=-1).tolist()
+        for k, tok in zip(greedy, arg):
+            out[k] = tok
+    if sampled:
+        temps = torch.tensor([reqs[k].temperature for k in sampled], dtype=logits.dtype)
+        probs = torch.softmax(logits[sampled] / temps[:, None], dim=-1)
+        sorted_p, sorted_ix = torch.sort(probs, dim=-1, descending=True)
         cum = sorted_p.cumsum(-1)
-        cutoff = int((cum < top_p).sum()) + 1  # smallest set whose mass reaches top_p
-        sorted_p = sorted_p[:cutoff]
-        u = torch.rand((), generator=generator) * sorted_p.sum()
-        k = int(torch.searchsorted(sorted_p.cumsum(-1), u).clamp(max=cutoff - 1))
-        return int(sorted_ix[k])
-    u = torch.rand((), generator=generator)
-    k = int(torch.searchsorted(probs.cumsum(-1), u).clamp(max=probs.numel() - 1))
-    return k
+        top_p = torch.tensor([reqs[k].top_p for k in sampled], dtype=logits.dtype)
+        # Keep the smallest prefix of the sorted vocabulary whose mass reaches top_p.
+        keep = (cum - sorted_p) < top_p[:, None]
+        kept_mass = torch.where(keep, sorted_p, torch.zeros_like(sorted_p)).sum(-1)
+        u = torch.stack([torch.rand((), generator=generators[k]) for k in sampled]) * kept_mass
+        n_keep = keep.sum(-1)
+        idx = torch.searchsorted(cum, u[:, None]).squeeze(-1)
+        idx = torch.minimum(idx, n_keep - 1)
+        toks = sorted_ix.gather(-1, idx[:, None]).squeeze(-1).tolist()
+        for k, tok in zip(sampled, toks):
+            out[k] = tok
+    return out

@@ -1,0 +1,369 @@
+"""Dataset card (README.md with YAML front matter) for a `pope-data build` folder.
+
+`render_card(out_dir, repo_id=...)` returns the card text; `pope_data.hub.publish` stages it
+beside the parquet files it describes (`published_files` gives that layout).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pope_eval.errors import DataError
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_CONFIGS = ("hard", "guided", "mix", "prefixes")
+DEFAULT_CONFIG = "mix"
+SPLITS = ("train", "validation")
+IMAGE = "prefix_fraction.png"
+NA = "n/a"
+
+# License (Hub id) of each named source; a user file or Hub id of unknown provenance is "other".
+SOURCE_LICENSES: dict[str, str] = {
+    "omni-math": "apache-2.0",
+    "dapo": "apache-2.0",
+    "dapo-processed": "apache-2.0",
+    "synthetic": "apache-2.0",
+}
+LICENSE_NAMES = {"apache-2.0": "Apache-2.0", "other": "other (see the source dataset)"}
+
+CONFIG_DESCRIPTIONS = {
+    "hard": "unguided prompts of the hard problems (0 of k samples correct)",
+    "guided": "the same problems with the minimal oracle prefix i* and the guidance instruction",
+    "mix": "the 1:1 training mix: each hard problem once unguided and once guided, shuffled",
+    "prefixes": "per-problem search result: i*, prefix fraction, fallback, probes, samples, tokens",
+}
+
+_SECRET_FLAGS = re.compile(r"(--(?:api[-_]key|token|hf[-_]token)(?:=|\s+))(\S+)")
+
+
+def repo_path(config: str, split: str) -> str:
+    """Where a config's split lives in the published repo."""
+    return f"data/{config}/{split}.parquet"
+
+
+def published_files(out_dir: str | Path,
+                    configs: tuple[str, ...] = PUBLISHED_CONFIGS) -> dict[str, dict[str, Path]]:
+    """{config: {split: build file}} for the non-empty splits of the build's export folder.
+
+    Empty splits are left out: `datasets` cannot read a parquet file without rows. A config with
+    no rows at all is left out with a warning; no rows anywhere is an error.
+    """
+    import pyarrow.parquet as pq
+
+    export = Path(out_dir) / "export"
+    if not export.is_dir():
+        raise DataError(f"{out_dir}: no export/ folder; is this a finished `pope-data build` "
+                        "output folder?")
+    out: dict[str, dict[str, Path]] = {}
+    for config in configs:
+        splits: dict[str, Path] = {}
+        for split in SPLITS:
+            path = export / config / f"{split}.parquet"
+            if not path.exists():
+                continue
+            try:
+                rows = pq.read_metadata(path).num_rows
+            except Exception as exc:  # pyarrow raises several types for corrupt files
+                raise DataError(f"{path}: cannot read parquet: {exc}") from exc
+            if rows:
+                splits[split] = path
+        if splits:
+            out[config] = splits
+        else:
+            log.warning("config %s has no rows in %s; it is not published", config, export)
+    if not out:
+        raise DataError(f"{export}: no rows in any of {', '.join(configs)}; nothing to publish")
+    return out
+
+
+def redact_command(command: str) -> str:
+    """The command line as a user types it (`pope-data ...`, not the script's full path), with
+    the values of --api-key / --token / --hf-token replaced."""
+    head, sep, rest = command.strip().partition(" ")
+    if Path(head).name == "pope-data":
+        head = "pope-data"
+    return _SECRET_FLAGS.sub(r"\1***", head + sep + rest)
+
+
+def size_category(rows: int) -> str:
+    """The Hub's size_categories bucket for a number of rows."""
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+              (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")]
+    for bound, name in bounds:
+        if rows < bound:
+            return name
+    return "10M<n<100M"
+
+
+def _read_json(path: Path) -> Any:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("cannot read %s (%s); the card shows n/a for its fields", path, exc)
+        return None
+
+
+def _get(data: Any, dotted: str, default: Any = NA) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(data, Mapping) or data.get(key) is None:
+            return default
+        data = data[key]
+    return data
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]] | None:
+    if not path.exists():
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        log.warning("cannot read %s (%s); the card leaves its figures out", path, exc)
+        return None
+
+
+def _prefix_rows(out: Path) -> list[dict[str, Any]] | None:
+    rows = _read_rows(out / "prefixes.parquet")
+    if rows is None:  # a merged or trimmed folder: the exported prefixes config holds the same
+        parts = [_read_rows(out / "export" / "prefixes" / f"{s}.parquet") for s in SPLITS]
+        if any(p is not None for p in parts):
+            rows = [r for p in parts if p for r in p]
+    return rows
+
+
+def source_info(config: Mapping[str, Any]) -> tuple[str, str]:
+    """(human-readable source, license id) from a run config."""
+    source = config.get("source") or NA
+    path, hub_id = config.get("path"), config.get("hub_id")
+    if source == "synthetic":
+        where = "synthetic arithmetic problems generated by `pope_data.synthetic`"
+    elif path:
+        where = f"`{source}` read from the local file `{Path(str(path)).name}`"
+    else:
+        if not hub_id:
+            from pope_data.sources import SOURCES
+
+            spec = SOURCES.get(str(source))
+            hub_id = spec.hub_id if spec is not None else None
+        where = (f"[{hub_id}](https://huggingface.co/datasets/{hub_id}) (`{source}`)"
+                 if hub_id else f"`{source}`")
+    return where, SOURCE_LICENSES.get(str(source), "other")
+
+
+def _front_matter(files: Mapping[str, Mapping[str, Any]], *, license_id: str, pretty_name: str,
+                  rows: int) -> str:
+    import yaml
+
+    configs = []
+    for config, splits in files.items():
+        entry: dict[str, Any] = {
+            "config_name": config,
+            "data_files": [{"split": s, "path": repo_path(config, s)} for s in splits],
+        }
+        if config == DEFAULT_CONFIG:
+            entry["default"] = True
+        configs.append(entry)
+    meta = {
+        "pretty_name": pretty_name,
+        "license": license_id,
+        "language": ["en"],
+        "task_categories": ["text-generation"],
+        "tags": ["math", "reasoning", "reinforcement-learning", "grpo", "pope", "verl"],
+        "size_categories": [size_category(rows)],
+        "configs": configs,
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def _fraction_table(prefixes: list[dict[str, Any]]) -> list[str]:
+    bins = [[0, 0] for _ in range(10)]
+    for r in prefixes:
+        frac = r.get("prefix_fraction")
+        if frac is None:
+            continue
+        b = min(int(float(frac) * 10), 9)
+        bins[b][1 if r.get("fallback") else 0] += 1
+    lines = ["| prefix fraction | minimal prefix i* | fallback |", "|---|---:|---:|"]
+    for i, (found, fallback) in enumerate(bins):
+        hi = "]" if i == 9 else ")"
+        lines.append(f"| [{i / 10:.1f}, {(i + 1) / 10:.1f}{hi} | {found} | {fallback} |")
+    return lines
+
+
+def _istar_table(prefixes: list[dict[str, Any]]) -> list[str]:
+    hist: dict[int, int] = {}
+    for r in prefixes:
+        if not r.get("fallback") and r.get("i_star") is not None:
+            hist[int(r["i_star"])] = hist.get(int(r["i_star"]), 0) + 1
+    if not hist:
+        return ["No problem got a minimal prefix (all guidance is the fallback cut)."]
+    return ["| i* (segments) | problems |", "|---:|---:|",
+            *[f"| {k} | {v} |" for k, v in sorted(hist.items())]]
+
+
+def _decontam_lines(data: Any) -> list[str]:
+    if data is None:
+        return ["No decontamination record (`decontamination.json`) in the build folder: this "
+                "dataset was not checked against evaluation sets."]
+    removed = data if isinstance(data, list) else _get(data, "removed", [])
+    checked = _get(data, "checked", {}) if isinstance(data, Mapping) else {}
+    not_checked = _get(data, "not_checked", {}) if isinstance(data, Mapping) else {}
+    lines = []
+    if checked:
+        sets = ", ".join(f"{name} ({n} items)" for name, n in checked.items())
+        lines.append(f"Training problems were compared with {sets} by normalised exact match "
+                     f"(case, whitespace, LaTeX spacing, `$`, `\\left`/`\\right` and braces "
+                     f"ignored) and by word {_get(data, 'ngram')}-gram overlap (removed at >= "
+                     f"{_get(data, 'threshold')} of the problem's n-grams found in one eval item).")
+    if not_checked:
+        lines.append("")
+    for name, reason in (not_checked or {}).items():
+        lines.append(f"- **not checked: {name}** ({reason})")
+    if not removed:
+        lines += ["", "No training problem matched an evaluation item."]
+        return lines
+    lines += ["", f"{len(removed)} problem(s) removed:", "",
+              "| problem | eval set | eval item | method | score |", "|---|---|---|---|---:|"]
+    for r in removed:
+        lines.append(f"| {_get(r, 'problem_id')} | {_get(r, 'eval_set')} | {_get(r, 'eval_id')} "
+                     f"| {_get(r, 'method')} | {_get(r, 'score')} |")
+    return lines
+
+
+def render_card(
+    out_dir: str | Path, *, repo_id: str | None = None, license: str | None = None,
+    pretty_name: str | None = None, files: Mapping[str, Mapping[str, Any]] | None = None,
+    image: str | None = None,
+) -> str:
+    """The README.md for a build folder. `files` is `published_files(out_dir)` unless given;
+    `image` is the repo path of the i* histogram PNG (default: prefix_fraction.png when the
+    build has one). Missing run_config.json keys show as n/a."""
+    import pyarrow.parquet as pq
+
+    from pope_eval.prompts import GUIDED_INSTRUCTION, GUIDED_TEMPLATE
+
+    out = Path(out_dir)
+    files = files if files is not None else published_files(out)
+    run = _read_json(out / "run_config.json") or {}
+    cfg = _get(run, "config", {})
+    summary = _read_json(out / "summary.json") or {}
+    prefixes = _prefix_rows(out) or []
+    decontam = _read_json(out / "decontamination.json")
+    if image is None and (out / IMAGE).exists():
+        image = IMAGE
+
+    where, inherited = source_info(cfg)
+    license_id = license or inherited
+    model = _get(cfg, "engine.model")
+    name = pretty_name or f"POPE guided problems ({_get(cfg, 'source')}, hard for {model})"
+    counts = {c: {s: pq.read_metadata(p).num_rows for s, p in splits.items()}
+              for c, splits in files.items()}
+    largest = max(sum(s.values()) for s in counts.values())
+    repo = repo_id or "ORG/NAME"
+    guided = len(prefixes) if prefixes else _get(summary, "guided")
+    fallback = sum(bool(r.get("fallback")) for r in prefixes) if prefixes else _get(summary,
+                                                                                    "fallback")
+    rate = f"{fallback / guided:.1%}" if isinstance(guided, int) and guided else NA
+    prefix_tokens = (sum(int(r.get("tokens") or 0) for r in prefixes) if prefixes
+                     else _get(summary, "tokens.prefix"))
+    command = redact_command(str(_get(run, "command")))
+    train_config = DEFAULT_CONFIG if DEFAULT_CONFIG in files else next(iter(files))
+    train_file = repo_path(train_config, "train")
+    val_line = ([f"    data.val_files=pope-data/{repo_path(train_config, 'validation')} \\"]
+                if "validation" in files[train_config] else [])
+
+    lines = [
+        _front_matter(files, license_id=license_id, pretty_name=name, rows=largest),
+        f"# {name}", "",
+        "POPE (Privileged On-Policy Exploration) trains a model with on-policy RL on problems it "
+        "cannot yet solve by showing it, as privileged context, the shortest prefix of an oracle "
+        "solution with which it solves the problem at least once. Training uses a 1:1 mix of the "
+        "unguided hard problems and their guided versions; the prefix is never a training target.",
+        "",
+        "## Configs", "",
+        "| config | train | validation | contents |", "|---|---:|---:|---|",
+        *[f"| `{c}` | {counts[c].get('train', 0)} | {counts[c].get('validation', 0)} | "
+          f"{CONFIG_DESCRIPTIONS.get(c, '')} |" for c in counts],
+        "",
+        "Rows follow verl's schema (`data_source`, `prompt` as chat messages, `ability`, "
+        "`reward_model.ground_truth`, `extra_info` with `problem_id`, `guided`, "
+        "`prefix_segments`, `prefix_fraction`, `fallback`) plus plain `problem` (the user turn), "
+        "`answer`, `solution` (= answer) and `messages` columns.", "",
+        "## Source", "",
+        f"- problems: {where}",
+        f"- licence: {LICENSE_NAMES.get(license_id, license_id)} (this dataset inherits the "
+        "source's licence)",
+        "",
+        "## How the hard set and the prefixes were found", "",
+        f"- model: `{model}` (engine `{_get(cfg, 'engine.engine')}`, dtype "
+        f"`{_get(cfg, 'engine.dtype')}`)",
+        f"- sampling: temperature {_get(cfg, 'temperature')}, top_p {_get(cfg, 'top_p')}, "
+        f"max_tokens {_get(cfg, 'max_tokens')}, seed {_get(cfg, 'seed')}",
+        f"- hard set: a problem is hard when 0 of k = {_get(cfg, 'k')} unguided samples are "
+        "correct",
+        f"- prefix search: strategy `{_get(cfg, 'strategy')}`, n = {_get(cfg, 'n')} samples per "
+        f"probed prefix (waves of {_get(cfg, 'wave_size')}), solutions cut into segments by "
+        f"`{_get(cfg, 'segmenter')}`; i* is the shortest prefix with at least one correct sample; "
+        "when none works, a random prefix shorter than 1/4 of the solution is used (fallback)",
+        "",
+        "## Counts", "",
+        f"- problems loaded: {_get(summary, 'problems')} ({_get(summary, 'quarantined')} rows "
+        "quarantined)",
+        f"- hard: {_get(summary, 'hard')}, easy: {_get(summary, 'easy')}",
+        f"- guided (hard with a solution): {guided}; fallback: {fallback} (fallback rate {rate})",
+        f"- hard problems without a solution (unguided rows only): "
+        f"{_get(summary, 'no_solution')}",
+        f"- generated tokens: hard-set curation {_get(summary, 'tokens.curate')}, prefix search "
+        f"{prefix_tokens}",
+        "",
+        "## Prefix lengths", "",
+    ]
+    if image:
+        lines += [f"![prefix fractions]({image})", ""]
+    if prefixes:
+        lines += ["Prefix length as a fraction of the solution (characters):", "",
+                  *_fraction_table(prefixes), "", *_istar_table(prefixes), ""]
+    else:
+        lines += ["No prefix records in the build folder.", ""]
+    lines += [
+        "## Guidance template", "",
+        "Guided prompts are built with `pope_eval.prompts.guided_text`; the user turn is:", "",
+        "```text", GUIDED_TEMPLATE, "```", "",
+        "with `{instruction}` =", "",
+        "```text", GUIDED_INSTRUCTION, "```", "",
+        "## Usage", "",
+        "**verl**: download the files, then point the trainer at them:", "",
+        "```bash",
+        f"hf download {repo} --repo-type dataset --local-dir pope-data",
+        "python -m verl.trainer.main_ppo \\",
+        f"    data.train_files=pope-data/{train_file} \\",
+        *val_line,
+        "    data.prompt_key=prompt ...",
+        "```", "",
+        "**TRL** (`GRPOTrainer` reads the conversational `prompt` column; the reward function "
+        "gets the reference answer as the `solution` column):", "",
+        "```python",
+        "from datasets import load_dataset",
+        f'train = load_dataset("{repo}", "{train_config}", split="train")',
+        "```", "",
+        "**OpenRLHF**:", "",
+        "```bash",
+        f"--prompt_data pope-data/{train_file} --input_key problem --apply_chat_template "
+        "--label_key answer",
+        "```", "",
+        "## Reproduce", "",
+        "```bash", command, "```", "",
+        f"Package versions: {json.dumps(_get(run, 'versions', {}), sort_keys=True)}", "",
+        "## Decontamination", "",
+        *_decontam_lines(decontam), "",
+    ]
+    return "\n".join(lines)

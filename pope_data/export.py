@@ -1,0 +1,166 @@
+"""Guided and unguided training rows in verl's schema (plus plain columns), the 1:1 mix, splits, report.
+
+`write_export(out_dir, hard, prefixes, easy=...)` writes export/{hard,guided,mix,easy,prefixes}/
+{train,validation}.parquet (DESIGN §3); `write_report` adds report.md and prefix_fraction.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pope_data.records import Problem
+from pope_eval.prompts import guided_messages, guided_text, problem_messages, problem_text
+
+DATA_SOURCE = "pope"
+CONFIGS = ("hard", "guided", "mix", "easy", "prefixes")
+SPLITS = ("train", "validation")
+
+
+@dataclass(frozen=True)
+class PrefixChoice:
+    """The guidance chosen for one hard problem (a row of prefixes.parquet)."""
+
+    problem_id: str
+    num_segments: int
+    i_star: int | None
+    prefix_segments: int  # i* or 0 for the fallback cut
+    prefix_fraction: float
+    prefix_text: str
+    fallback: bool
+    probes: int
+    samples: int
+    tokens: int
+
+
+def split_of(problem_id: str, validation_fraction: float, seed: int = 0) -> str:
+    """Stable split by problem id: a problem and its guided twin always land together."""
+    h = int.from_bytes(hashlib.sha256(f"split:{seed}:{problem_id}".encode()).digest()[:8], "little")
+    return "validation" if h / 2**64 < validation_fraction else "train"
+
+
+def _row(p: Problem, *, guided: bool, choice: PrefixChoice | None, index: int,
+         split: str) -> dict[str, Any]:
+    if guided:
+        assert choice is not None
+        messages = guided_messages(p.problem, choice.prefix_text)
+        user = guided_text(p.problem, choice.prefix_text)
+    else:
+        messages = problem_messages(p.problem)
+        user = problem_text(p.problem)
+    return {
+        "data_source": f"{DATA_SOURCE}/{p.source}",
+        "prompt": messages,
+        "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": p.answer},
+        "extra_info": {
+            "index": index,
+            "split": split,
+            "problem_id": p.id,
+            "guided": guided,
+            "prefix_segments": choice.prefix_segments if (guided and choice) else 0,
+            "prefix_fraction": float(choice.prefix_fraction) if (guided and choice) else 0.0,
+            "fallback": bool(choice.fallback) if (guided and choice) else False,
+        },
+        "problem": user,
+        "answer": p.answer,
+        "solution": p.answer,  # TRL's name for the reference answer column
+        "messages": messages,
+    }
+
+
+ROW_SCHEMA = pa.schema([
+    ("data_source", pa.string()),
+    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("ability", pa.string()),
+    ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+    ("extra_info", pa.struct([
+        ("index", pa.int64()), ("split", pa.string()), ("problem_id", pa.string()),
+        ("guided", pa.bool_()), ("prefix_segments", pa.int64()),
+        ("prefix_fraction", pa.float64()), ("fallback", pa.bool_())])),
+    ("problem", pa.string()),
+    ("answer", pa.string()),
+    ("solution", pa.string()),
+    ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+])
+
+PREFIX_SCHEMA = pa.schema([
+    ("problem_id", pa.string()), ("num_segments", pa.int64()), ("i_star", pa.int64()),
+    ("prefix_segments", pa.int64()), ("prefix_fraction", pa.float64()),
+    ("prefix_text", pa.string()), ("fallback", pa.bool_()), ("probes", pa.int64()),
+    ("samples", pa.int64()), ("tokens", pa.int64()),
+])
+
+
+def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> Path:
+    """Parquet through a temporary file and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    tmp.replace(path)
+    return path
+
+
+def write_export(
+    out_dir: str | Path, hard: Sequence[Problem], prefixes: dict[str, PrefixChoice], *,
+    easy: Sequence[Problem] = (), validation_fraction: float = 0.1, seed: int = 0,
+) -> dict[str, dict[str, int]]:
+    """Write every config and split; returns row counts {config: {split: rows}}."""
+    export = Path(out_dir) / "export"
+    tables: dict[str, dict[str, list[dict[str, Any]]]] = {
+        c: {s: [] for s in SPLITS} for c in CONFIGS}
+    for p in hard:
+        choice = prefixes.get(p.id)
+        split = split_of(p.id, validation_fraction, seed)
+        unguided = _row(p, guided=False, choice=None, index=0, split=split)
+        tables["hard"][split].append(unguided)
+        if choice is None:
+            continue  # no solution to guide with: unguided only (counted in the report)
+        guided = _row(p, guided=True, choice=choice, index=0, split=split)
+        tables["guided"][split].append(guided)
+        tables["mix"][split].extend([unguided, guided])
+        tables["prefixes"][split].append(asdict(choice))
+    for p in easy:
+        split = split_of(p.id, validation_fraction, seed)
+        tables["easy"][split].append(_row(p, guided=False, choice=None, index=0, split=split))
+    rng = random.Random(seed)
+    counts: dict[str, dict[str, int]] = {}
+    for config, splits in tables.items():
+        counts[config] = {}
+        for split, rows in splits.items():
+            if config == "mix":
+                rng.shuffle(rows)
+            rows = [dict(r, extra_info={**r["extra_info"], "index": i})
+                    if "extra_info" in r else r for i, r in enumerate(rows)]
+            schema = PREFIX_SCHEMA if config == "prefixes" else ROW_SCHEMA
+            write_table(rows, schema, export / config / f"{split}.parquet")
+            counts[config][split] = len(rows)
+    return counts
+
+
+def plot_prefix_fractions(choices: Sequence[PrefixChoice], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = [c.prefix_fraction for c in choices if not c.fallback]
+    fallback = [c.prefix_fraction for c in choices if c.fallback]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    bins = [i / 20 for i in range(21)]
+    ax.hist([found, fallback], bins=bins, stacked=True, label=["minimal prefix i*", "fallback (< 1/4)"])
+    ax.set_xlabel("prefix length (fraction of the solution, chars)")
+    ax.set_ylabel("hard problems")
+    ax.set_title("Guidance given per hard problem")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

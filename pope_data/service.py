@@ -1,0 +1,180 @@
+"""The batched search driver: keeps an engine busy with probes from many problems, grades, journals.
+
+`SearchService(engine, journal, ...).run(stage, tasks)` drives one strategy per problem to the end
+and returns their SearchResults; finished probes found in the journal are replayed, never regenerated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pope_data.journal import Journal, ProbeRow
+from pope_data.records import Probe, ProbeOutcome, Problem, SearchResult
+from pope_data.search import Strategy
+from pope_data.segments import Segmentation
+from pope_eval.engines import Engine, GenerationRequest
+from pope_eval.grading import grade_many
+from pope_eval.prompts import guided_messages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchTask:
+    """A problem, its segmented solution (None for unguided-only stages) and its strategy."""
+
+    problem: Problem
+    strategy: Strategy
+    segmentation: Segmentation | None = None
+
+    def prefix_text(self, i: int) -> str:
+        if i == 0:
+            return ""
+        if self.segmentation is None:
+            raise ValueError(f"problem {self.problem.id}: prefix {i} asked without a solution")
+        return self.segmentation.prefix(i)
+
+    def prefix_fraction(self, i: int) -> float:
+        return self.segmentation.fraction(i) if (self.segmentation and i) else 0.0
+
+
+@dataclass
+class ServiceProgress:
+    """What the CLI shows: problems done, probes in flight, tokens and throughput."""
+
+    stage: str
+    problems_total: int
+    problems_done: int = 0
+    probes_in_flight: int = 0
+    probes_done: int = 0
+    probes_replayed: int = 0
+    generated_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / max(time.monotonic() - self.started, 1e-9)
+
+
+def probe_seed(seed: int, stage: str, probe: Probe) -> int:
+    """Stable per-probe seed from (global seed, stage, problem, prefix, wave)."""
+    key = f"{seed}:{stage}:{probe.problem_id}:{probe.prefix_segments}:{probe.wave}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+
+
+@dataclass
+class SearchService:
+    engine: Engine
+    journal: Journal
+    max_tokens: int = 512
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+    samples_per_batch: int = 256  # samples handed to the engine per generate() call
+    grading_timeout: float = 5.0
+    progress: Callable[[ServiceProgress], None] | None = None
+
+    def params(self) -> dict:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, **self.engine.describe()}
+
+    def run(self, stage: str, tasks: list[SearchTask]) -> dict[str, SearchResult]:
+        by_id = {t.problem.id: t for t in tasks}
+        state = ServiceProgress(stage=stage, problems_total=len(tasks))
+        ready = self._replay(stage, by_id, state)
+        self._report(state, ready)
+        while ready:
+            batch, ready = self._take_batch(ready)
+            state.probes_in_flight = len(batch)
+            self._report(state, ready)
+            outcomes = self._run_batch(stage, batch, by_id, state)
+            for probe, outcome in zip(batch, outcomes):
+                task = by_id[probe.problem_id]
+                task.strategy.update(outcome)
+                nxt = task.strategy.next_probes()
+                if task.strategy.done:
+                    state.problems_done += 1
+                ready.extend(nxt)
+            state.probes_in_flight = 0
+            state.probes_done += len(batch)
+            self._report(state, ready)
+        return {pid: t.strategy.result() for pid, t in by_id.items()}
+
+    def _report(self, state: ServiceProgress, ready: list[Probe]) -> None:
+        if self.progress:
+            self.progress(state)
+
+    def _replay(self, stage: str, by_id: dict[str, SearchTask],
+                state: ServiceProgress) -> list[Probe]:
+        """Feed journaled outcomes back into fresh strategies; return the probes still to run."""
+        recorded = {(r.problem_id, r.prefix_segments, r.wave): r for r in self.journal.rows(stage)}
+        ready: list[Probe] = []
+        for task in by_id.values():
+            while True:
+                probes = task.strategy.next_probes()
+                if not probes:
+                    break
+                pending = []
+                for pr in probes:
+                    r = recorded.get(pr.key)
+                    if r is None:
+                        pending.append(pr)
+                    else:
+                        task.strategy.update(ProbeOutcome(pr, r.samples, r.correct, r.tokens))
+                        state.probes_replayed += 1
+                if pending:
+                    ready.extend(pending)
+                    break
+            if task.strategy.done:
+                state.problems_done += 1
+        return ready
+
+    def _take_batch(self, ready: list[Probe]) -> tuple[list[Probe], list[Probe]]:
+        # One problem's probes side by side: they share the prompt up to the prefix, which
+        # vLLM's automatic prefix cache reuses.
+        ready = sorted(ready, key=lambda p: (p.problem_id, p.prefix_segments, p.wave))
+        batch, total = [], 0
+        for i, p in enumerate(ready):
+            if batch and total + p.n > self.samples_per_batch:
+                return batch, ready[i:]
+            batch.append(p)
+            total += p.n
+        return batch, []
+
+    def _run_batch(self, stage: str, batch: list[Probe], by_id: dict[str, SearchTask],
+                   state: ServiceProgress) -> list[ProbeOutcome]:
+        started = time.time()
+        requests = []
+        for p in batch:
+            task = by_id[p.problem_id]
+            msgs = guided_messages(task.problem.problem, task.prefix_text(p.prefix_segments))
+            requests.append(GenerationRequest(
+                messages=tuple(msgs), n=p.n, max_tokens=self.max_tokens,
+                temperature=self.temperature, top_p=self.top_p,
+                seed=probe_seed(self.seed, stage, p), tag=p.key))
+        results = self.engine.generate(requests)
+        texts = [s.text for r in results for s in r.samples]
+        golds = [by_id[p.problem_id].problem.answer for p, r in zip(batch, results)
+                 for _ in r.samples]
+        grades = iter(grade_many(texts, golds, timeout=self.grading_timeout))
+        rows, outcomes = [], []
+        params = self.params()
+        for p, r in zip(batch, results):
+            statuses = [next(grades).status for _ in r.samples]
+            correct = sum(s == "correct" for s in statuses)
+            rows.append(ProbeRow(
+                stage=stage, problem_id=p.problem_id, prefix_segments=p.prefix_segments,
+                wave=p.wave, prefix_fraction=by_id[p.problem_id].prefix_fraction(p.prefix_segments),
+                samples=len(r.samples), correct=correct, tokens=r.generated_tokens,
+                finish_reasons=[s.finish_reason for s in r.samples], statuses=statuses,
+                params=params, seed=probe_seed(self.seed, stage, p), started=started,
+                texts=[s.text for s in r.samples]))
+            outcomes.append(ProbeOutcome(p, len(r.samples), correct, r.generated_tokens))
+            state.generated_tokens += r.generated_tokens
+        # Commit before the strategies move on: a crash after this line loses nothing.
+        self.journal.record_many(rows)
+        return outcomes

@@ -1,0 +1,231 @@
+"""pope-data build: service, export and resume with a scripted engine; end to end on the tiny model."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import datasets
+import polars as pl
+import pytest
+
+from pope_data.build import BuildConfig, merge, run_build
+from pope_data.synthetic import generate_synthetic
+from pope_eval.engines import EngineConfig
+from pope_eval.errors import ConfigError, DataError, EngineError
+from tests.pope_data.fake_engine import ScriptedEngine
+
+CONFIGS = ("hard", "guided", "mix", "easy", "prefixes")
+
+
+def _problems_file(tmp_path, count=8):
+    problems = generate_synthetic(count, seed=5)
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in problems))
+    return problems, path
+
+
+def _engine(problems, easy=(0,)):
+    # Problem j needs (j % 4) + 1 lines; problems in `easy` need none (solved unguided).
+    need = {p.problem: (0 if j in easy else (j % 4) + 1) for j, p in enumerate(problems)}
+    return ScriptedEngine({p.problem: p.answer for p in problems}, need)
+
+
+def _config(tmp_path, path, **kw):
+    base = dict(out=str(tmp_path / "out"), source="generic", path=str(path), limit=None, k=2,
+                n=2, wave_size=1, max_tokens=16, engine=EngineConfig(engine="transformers"),
+                validation_fraction=0.25)
+    base.update(kw)
+    return BuildConfig(**base)
+
+
+def test_build_finds_minimal_prefixes_and_exports_verl_rows(tmp_path):
+    problems, path = _problems_file(tmp_path)
+    engine = _engine(problems)
+    s = run_build(_config(tmp_path, path), engine=engine)
+    out = tmp_path / "out"
+    assert (s.problems, s.easy, s.hard) == (8, 1, 7)
+    prefixes = pl.read_parquet(out / "prefixes.parquet")
+    need = {p.id: (j % 4) + 1 for j, p in enumerate(problems)}
+    for r in prefixes.iter_rows(named=True):
+        assert r["i_star"] == need[r["problem_id"]] and not r["fallback"]
+    # Every config and split exists; the mix is exactly 1:1 guided / unguided per problem.
+    for c in CONFIGS:
+        for split in ("train", "validation"):
+            assert (out / "export" / c / f"{split}.parquet").exists()
+    mix = pl.concat([pl.read_parquet(out / "export" / "mix" / f"{s}.parquet")
+                     for s in ("train", "validation")])
+    info = mix["extra_info"].struct.unnest()
+    assert mix.height == 14 and info["guided"].sum() == 7
+    assert sorted(info.group_by("problem_id").len()["len"].to_list()) == [2] * 7
+    # Guided prompts carry the exact prefix text; rows follow verl's schema plus plain columns.
+    guided = pl.read_parquet(out / "export" / "guided" / "train.parquet")
+    by_id = dict(zip(prefixes["problem_id"], prefixes["prefix_text"]))
+    for r in guided.iter_rows(named=True):
+        assert by_id[r["extra_info"]["problem_id"]] in r["prompt"][-1]["content"]
+        assert r["reward_model"] == {"style": "rule", "ground_truth": r["answer"]}
+        assert r["solution"] == r["answer"] and r["messages"] == r["prompt"]
+        assert r["ability"] == "math" and r["data_source"] == "pope/generic"
+    # Other frameworks read it as plain parquet.
+    ds = datasets.load_dataset("parquet", data_files=str(out / "export" / "mix" / "train.parquet"),
+                               split="train")
+    assert {"prompt", "solution", "reward_model", "extra_info"} <= set(ds.column_names)
+    report = (out / "report.md").read_text()
+    assert "7 hard" in report and (out / "prefix_fraction.png").stat().st_size > 1000
+
+
+def test_rerun_generates_nothing_and_changed_config_is_refused(tmp_path):
+    problems, path = _problems_file(tmp_path)
+    first = run_build(_config(tmp_path, path), engine=_engine(problems))
+    again_engine = _engine(problems)
+    again = run_build(_config(tmp_path, path), engine=again_engine)
+    assert again_engine.calls == 0 and again.counts == first.counts
+    with pytest.raises(ConfigError, match="n: 2 -> 3"):
+        run_build(_config(tmp_path, path, n=3), engine=_engine(problems))
+
+
+def test_dead_engine_mid_run_keeps_a_resumable_journal(tmp_path):
+    problems, path = _problems_file(tmp_path)
+    with pytest.raises(EngineError, match="127.0.0.1"):
+        run_build(_config(tmp_path, path, samples_per_batch=4),
+                  engine=ScriptedEngine(_engine(problems).answers, _engine(problems).need,
+                                        fail_after=3))
+    db = sqlite3.connect(tmp_path / "out" / "journal.sqlite")
+    done = db.execute("SELECT COUNT(*) FROM probes").fetchone()[0]
+    assert done > 0
+    resumed = _engine(problems)
+    s = run_build(_config(tmp_path, path, samples_per_batch=4), engine=resumed)
+    keys = db.execute("SELECT stage, problem_id, prefix_segments, wave FROM probes").fetchall()
+    assert len(keys) == len(set(keys))  # no probe generated twice
+    assert resumed.requests == len(keys) - done
+    assert s.hard == 7
+
+
+def test_problems_without_solutions_are_skipped_with_a_count(tmp_path, shared_data):
+    s = run_build(_config(tmp_path, shared_data / "dapo_sample.jsonl", source="dapo", limit=4),
+                  engine=_dapo_engine(shared_data))
+    assert s.hard == 4 and s.no_solution == 4 and s.guided == 0
+    assert s.counts["hard"]["train"] + s.counts["hard"]["validation"] == 4
+    assert "without a solution (unguided rows only): 4" in (tmp_path / "out" / "report.md").read_text()
+
+
+def _dapo_engine(shared_data):
+    rows = [json.loads(x) for x in (shared_data / "dapo_sample.jsonl").read_text().splitlines()[:4]]
+    return ScriptedEngine({r["problem"]: r["answer"] for r in rows}, {r["problem"]: 99 for r in rows})
+
+
+def test_malformed_rows_are_quarantined_and_empty_input_is_an_error(tmp_path):
+    problems, path = _problems_file(tmp_path, 4)
+    with path.open("a") as fh:
+        fh.write('{"problem": "no answer here"}\n{oops\n')
+    s = run_build(_config(tmp_path, path), engine=_engine(problems))
+    assert s.quarantined == 2
+    q = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
+    assert [e["row"] for e in q] == [5, 6]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"problem": "x"}\n')
+    with pytest.raises(DataError, match="no usable problems"):
+        run_build(_config(tmp_path, empty, out=str(tmp_path / "o2")), engine=_engine(problems))
+
+
+def test_shards_partition_the_problems_and_merge_refuses_gaps(tmp_path):
+    problems, path = _problems_file(tmp_path)
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"shard{i}"
+        run_build(_config(tmp_path, path, out=str(out), shard=f"{i}/2"), engine=_engine(problems))
+        outs.append(out)
+    ids = [set(pl.read_parquet(o / "problems.parquet")["id"]) for o in outs]
+    assert not ids[0] & ids[1] and len(ids[0] | ids[1]) == 8
+    counts = merge(outs, tmp_path / "merged")
+    assert sum(counts["mix"].values()) == 14
+    with pytest.raises(DataError, match="missing shard"):
+        merge(outs[:1], tmp_path / "m2")
+    with pytest.raises(DataError, match="both shard"):
+        merge([outs[0], outs[0]], tmp_path / "m3")
+
+
+# -- real model -----------------------------------------------------------------------------
+def _run_cli(args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "pope_cli.data_main", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+TINY = ["--engine", "transformers", "--k", "2", "--n", "2", "--wave-size", "1",
+        "--max-tokens", "40", "--validation-fraction", "0.2"]
+
+
+@pytest.mark.slow
+def test_end_to_end_on_math500_with_the_tiny_model(tmp_path, shared_data, hf_engine):
+    cfg = BuildConfig(out=str(tmp_path / "m"), source="generic",
+                      path=str(shared_data / "math500.jsonl"), limit=6, k=2, n=2, wave_size=1,
+                      max_tokens=40, engine=EngineConfig(engine="transformers"))
+    s = run_build(cfg, engine=hf_engine)
+    out = tmp_path / "m"
+    assert s.problems == 6 and s.hard + s.easy == 6
+    prefixes = pl.read_parquet(out / "prefixes.parquet")
+    assert prefixes.height == s.guided == s.hard
+    solutions = {r["id"]: r["solution"] for r in map(json.loads, (shared_data / "math500.jsonl")
+                                                     .read_text().splitlines()[:6])}
+    for r in prefixes.iter_rows(named=True):
+        assert solutions[r["problem_id"]].startswith(r["prefix_text"])
+        assert r["fallback"] or r["prefix_fraction"] < 1.0
+        assert not r["fallback"] or r["prefix_fraction"] < 0.25
+    mix = pl.concat([pl.read_parquet(out / "export" / "mix" / f"{x}.parquet")
+                     for x in ("train", "validation")])
+    assert mix.height == 2 * s.hard
+    db = sqlite3.connect(out / "journal.sqlite")
+    assert db.execute("SELECT SUM(tokens) FROM probes").fetchone()[0] > 0
+
+
+@pytest.mark.slow
+def test_kill_9_mid_search_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_dir):
+    args = ["build", "--limit", "6", *TINY]
+    ref = _run_cli([*args, "--out", str(tmp_path / "ref")])
+    out_ref, _ = ref.communicate(timeout=1200)
+    assert ref.returncode == 0, out_ref.decode()[-3000:]
+
+    out = tmp_path / "run"
+    proc = _run_cli([*args, "--out", str(out)])
+    db_path = out / "journal.sqlite"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if db_path.exists():
+            try:
+                n = sqlite3.connect(db_path).execute(
+                    "SELECT COUNT(*) FROM probes WHERE stage='prefix'").fetchone()[0]
+            except sqlite3.OperationalError:
+                n = 0
+            if n >= 1:
+                break
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM probes").fetchone()[0]
+    resumed = _run_cli([*args, "--out", str(out)])
+    log, _ = resumed.communicate(timeout=1200)
+    assert resumed.returncode == 0, log.decode()[-3000:]
+
+    a = pl.read_parquet(tmp_path / "ref" / "prefixes.parquet").sort("problem_id")
+    b = pl.read_parquet(out / "prefixes.parquet").sort("problem_id")
+    assert a.drop("tokens").equals(b.drop("tokens"))
+    db = sqlite3.connect(db_path)
+    keys = db.execute("SELECT stage, problem_id, prefix_segments, wave FROM probes").fetchall()
+    assert len(keys) == len(set(keys)) and len(keys) >= killed_at
+    ref_keys = sqlite3.connect(tmp_path / "ref" / "journal.sqlite").execute(
+        "SELECT stage, problem_id, prefix_segments, wave FROM probes").fetchall()
+    assert sorted(keys) == sorted(ref_keys)
+
+
+def test_bad_config_names_the_field():
+    with pytest.raises(ConfigError, match="BuildConfig.k"):
+        BuildConfig(k=0)
+    with pytest.raises(ConfigError, match="strategy"):
+        BuildConfig(strategy="random")
+    with pytest.raises(ConfigError, match="shard"):
+        BuildConfig(shard="3/2")
