@@ -52,6 +52,8 @@ def build_cmd(
     batch_samples: Annotated[int, typer.Option(help="Samples per engine call.")] = 256,
     concurrency: Annotated[int, typer.Option(help="openai: requests in flight per endpoint.")] = 32,
     no_send_seed: Annotated[bool, typer.Option("--no-send-seed", help="openai: omit per-request seeds (vLLM CPU servers).")] = False,
+    decontaminate: Annotated[bool, typer.Option(help="Drop problems overlapping the eval sets.")] = True,
+    decontam_against: Annotated[list[str] | None, typer.Option(help="Eval set name or file (repeat); default aime2025 + hmmt_feb_2025.")] = None,
     cache_dir: Annotated[str | None, typer.Option()] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -72,6 +74,8 @@ def build_cmd(
             engine=ecfg, k=k, n=n, wave_size=wave_size, strategy=strategy, segmenter=segmenter,
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
             validation_fraction=validation_fraction, shard=shard, samples_per_batch=batch_samples,
+            decontaminate=decontaminate,
+            **({"decontam_against": tuple(decontam_against)} if decontam_against else {}),
         )
         with Progress(
             TextColumn("[bold]{task.fields[stage]:>7}[/]"), BarColumn(), MofNCompleteColumn(),
@@ -109,3 +113,67 @@ def merge_cmd(
         counts = merge(shards, out)
     print_table("merged", ["config", "train", "validation"],
                 [[c, str(v["train"]), str(v["validation"])] for c, v in counts.items()])
+
+
+@app.command("publish")
+def publish_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="A finished `pope-data build` folder.")],
+    repo: Annotated[str, typer.Option(help="Hub dataset repo, ORG/NAME.")],
+    private: Annotated[bool, typer.Option("--private")] = False,
+    revision: Annotated[str | None, typer.Option(help="Push to this branch (created if missing).")] = None,
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing repo's files.")] = False,
+    dry_run: Annotated[Path | None, typer.Option("--dry-run", help="Write the upload folder here; upload nothing.")] = None,
+    license: Annotated[str | None, typer.Option(help="Override the licence inherited from the source.")] = None,
+    pretty_name: Annotated[str | None, typer.Option()] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Push hard / guided / mix / prefixes configs with a dataset card (token: HF_TOKEN or login)."""
+    setup_logging(verbose)
+    from pope_data.hub import publish
+
+    with handle_errors():
+        result = publish(out_dir, repo, private=private, revision=revision, create_pr=create_pr,
+                         overwrite=overwrite, dry_run_dir=dry_run, license=license,
+                         pretty_name=pretty_name)
+    where = f"staged in {dry_run}" if dry_run else f"pushed to https://huggingface.co/datasets/{repo}"
+    console.print(f"{len(result.files)} files {where}")
+
+
+@app.command("decontaminate")
+def decontaminate_cmd(
+    path: Annotated[str, typer.Argument(help="Training problems (jsonl/json/parquet).")],
+    against: Annotated[list[str] | None, typer.Option(help="Eval set name or file (repeat); default AIME 2025 + HMMT Feb 2025.")] = None,
+    columns: Annotated[str | None, typer.Option(help="Column mapping for the training file.")] = None,
+    ngram: Annotated[int, typer.Option()] = 8,
+    threshold: Annotated[float, typer.Option(help="Share of a problem's n-grams found in one eval item.")] = 0.5,
+    out: Annotated[Path, typer.Option(help="Folder for kept.jsonl and decontamination.json.")] = Path("pope-decontam"),
+) -> None:
+    """Remove training problems that overlap evaluation sets; list what matched what."""
+    import json
+
+    from pope_data.decontam import (
+        DEFAULT_EVAL_SETS,
+        decontaminate,
+        load_eval_sets,
+        write_decontamination,
+    )
+    from pope_data.sources import load_problems
+    from pope_eval.datafiles import Quarantine
+
+    with handle_errors():
+        q = Quarantine()
+        problems = load_problems("generic", path=path, columns=columns, quarantine=q)
+        eval_sets, not_checked = load_eval_sets(against or DEFAULT_EVAL_SETS)
+        result = decontaminate(problems, eval_sets=eval_sets, ngram=ngram, threshold=threshold)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "kept.jsonl").open("w", encoding="utf-8") as fh:
+            for p in result.kept:
+                fh.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+        write_decontamination(out, result, not_checked)
+    print_table(f"{len(result.removed)} of {len(problems)} removed",
+                ["problem", "eval set", "eval item", "method", "score"],
+                [[r["problem_id"], r["eval_set"], r["eval_id"], r["method"], f"{r['score']:.2f}"]
+                 for r in result.removed])
+    for name, why in not_checked.items():
+        console.print(f"[yellow]not checked:[/] {name}: {why}")

@@ -27,6 +27,7 @@ from pope_data.export import (
     write_table,
 )
 from pope_data.journal import Journal
+from pope_data.records import Problem
 from pope_data.search import DEFAULT_STRATEGY, DEFAULT_WAVE_SIZE, make_strategy
 from pope_data.segments import Segmentation, fallback_prefix, segment
 from pope_data.service import SearchService, SearchTask, ServiceProgress
@@ -92,6 +93,12 @@ class BuildConfig:
     shard: str | None = None
     samples_per_batch: int = 256
     grading_timeout: float = 5.0
+    # Drop training problems that overlap the evaluation sets (names or files). Synthetic
+    # problems are generated here and cannot overlap them: the step is skipped for them.
+    decontaminate: bool = True
+    decontam_against: tuple[str, ...] = ("aime2025", "hmmt_feb_2025")
+    decontam_ngram: int = 8
+    decontam_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("k", "n", "max_tokens", "samples_per_batch"):
@@ -116,6 +123,7 @@ class BuildConfig:
         d = asdict(self)
         d["engine"] = self.engine.to_dict()
         d["engine"]["engine"] = resolve_engine_name(self.engine)
+        d["decontam_against"] = list(self.decontam_against)
         for key in ("out", "samples_per_batch"):
             d.pop(key)
         for key in ("max_batch_size", "concurrency", "request_timeout", "max_retries",
@@ -129,6 +137,7 @@ class BuildSummary:
     out: str
     problems: int
     quarantined: int
+    decontaminated: int
     hard: int
     easy: int
     guided: int
@@ -177,6 +186,7 @@ def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
     shard = parse_shard(config.shard)
     problems = [p for p in problems if in_shard(p.id, shard)]
     quarantine.write(out / "quarantine.jsonl")
+    problems, decontam_removed = _decontaminate(config, problems, out)
     write_table([p.to_dict() for p in problems], _problem_schema(), out / "problems.parquet")
     if not problems:
         raise DataError(f"no usable problems from {config.path or config.source} "
@@ -248,12 +258,36 @@ def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
     tokens = {"curate": journal.tokens("curate"), "prefix": journal.tokens("prefix")}
     journal.close()
     summary = BuildSummary(
-        out=str(out), problems=len(problems), quarantined=len(quarantine), hard=len(hard),
+        out=str(out), problems=len(problems), quarantined=len(quarantine),
+        decontaminated=decontam_removed, hard=len(hard),
         easy=len(easy), guided=len(choices), fallback=sum(c.fallback for c in choices.values()),
         no_solution=len(no_solution), tokens=tokens, counts=counts)
     write_report(out, config, summary, list(choices.values()))
     write_json_atomic(out / "summary.json", asdict(summary))
     return summary
+
+
+def _decontaminate(config: BuildConfig, problems: list[Problem],
+                   out: Path) -> tuple[list[Problem], int]:
+    """Remove eval-set overlaps; writes decontamination.json (what was removed or not checked)."""
+    from pope_data.decontam import (
+        DecontamResult,
+        decontaminate,
+        load_eval_sets,
+        write_decontamination,
+    )
+
+    if not config.decontaminate or config.source == "synthetic":
+        reason = ("disabled (--no-decontaminate)" if not config.decontaminate
+                  else "synthetic problems are generated; they cannot overlap eval sets")
+        write_decontamination(out, DecontamResult(kept=problems, removed=[]),
+                              {name: reason for name in config.decontam_against})
+        return problems, 0
+    eval_sets, not_checked = load_eval_sets(config.decontam_against)
+    result = decontaminate(problems, eval_sets=eval_sets, ngram=config.decontam_ngram,
+                           threshold=config.decontam_threshold)
+    write_decontamination(out, result, not_checked)
+    return result.kept, len(result.removed)
 
 
 def _correct_counts(journal: Journal, stage: str) -> dict[str, int]:
@@ -290,6 +324,7 @@ def write_report(out: Path, config: BuildConfig, s: BuildSummary,
         f"(random cut < 1/4) for {s.fallback} "
         f"({s.fallback / s.guided:.0%} fallback rate)" if s.guided else "- guided problems: 0",
         f"- hard problems without a solution (unguided rows only): {s.no_solution}",
+        f"- removed by decontamination: {s.decontaminated} (see decontamination.json)",
         f"- generated tokens: curate {s.tokens['curate']:,}, prefix search {s.tokens['prefix']:,}",
         "", "## Rows per config", "", "| config | train | validation |", "|---|---:|---:|",
     ]

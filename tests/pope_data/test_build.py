@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import datasets
 import polars as pl
@@ -19,6 +20,7 @@ from pope_eval.errors import ConfigError, DataError, EngineError
 from tests.pope_data.fake_engine import ScriptedEngine
 
 CONFIGS = ("hard", "guided", "mix", "easy", "prefixes")
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _problems_file(tmp_path, count=8):
@@ -37,7 +39,8 @@ def _engine(problems, easy=(0,)):
 def _config(tmp_path, path, **kw):
     base = dict(out=str(tmp_path / "out"), source="generic", path=str(path), limit=None, k=2,
                 n=2, wave_size=1, max_tokens=16, engine=EngineConfig(engine="transformers"),
-                validation_fraction=0.25)
+                validation_fraction=0.25,
+                decontam_against=(str(DATA / "aime2025.jsonl"), str(DATA / "hmmt_feb_2025.jsonl")))
     base.update(kw)
     return BuildConfig(**base)
 
@@ -163,7 +166,8 @@ TINY = ["--engine", "transformers", "--k", "2", "--n", "2", "--wave-size", "1",
 def test_end_to_end_on_math500_with_the_tiny_model(tmp_path, shared_data, hf_engine):
     cfg = BuildConfig(out=str(tmp_path / "m"), source="generic",
                       path=str(shared_data / "math500.jsonl"), limit=6, k=2, n=2, wave_size=1,
-                      max_tokens=40, engine=EngineConfig(engine="transformers"))
+                      max_tokens=40, engine=EngineConfig(engine="transformers"),
+                      decontam_against=(str(shared_data / "aime2025.jsonl"),))
     s = run_build(cfg, engine=hf_engine)
     out = tmp_path / "m"
     assert s.problems == 6 and s.hard + s.easy == 6
@@ -229,3 +233,17 @@ def test_bad_config_names_the_field():
         BuildConfig(strategy="random")
     with pytest.raises(ConfigError, match="shard"):
         BuildConfig(shard="3/2")
+
+
+def test_planted_eval_problem_is_removed_before_curation(tmp_path, shared_data):
+    problems, path = _problems_file(tmp_path, 4)
+    aime = json.loads((shared_data / "aime2025.jsonl").read_text().splitlines()[0])
+    planted = {"id": "planted", "problem": "  " + aime["problem"].replace(" ", "  ") + " ",
+               "answer": aime["answer"], "solution": "a\nb\nc", "source": "x"}
+    with path.open("a") as fh:
+        fh.write(json.dumps(planted) + "\n")
+    s = run_build(_config(tmp_path, path), engine=_engine(problems))
+    assert s.problems == 4 and s.decontaminated == 1
+    report = json.loads((tmp_path / "out" / "decontamination.json").read_text())
+    assert report["removed"][0]["problem_id"] == "planted"
+    assert report["removed"][0]["eval_id"] == aime["id"]
