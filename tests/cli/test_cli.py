@@ -3,10 +3,9 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
-
 from pope_cli.data import app as data_app
 from pope_cli.eval import app as eval_app
+from typer.testing import CliRunner
 
 runner = CliRunner()
 

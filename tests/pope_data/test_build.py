@@ -247,3 +247,32 @@ def test_planted_eval_problem_is_removed_before_curation(tmp_path, shared_data):
     report = json.loads((tmp_path / "out" / "decontamination.json").read_text())
     assert report["removed"][0]["problem_id"] == "planted"
     assert report["removed"][0]["eval_id"] == aime["id"]
+
+
+def test_oracle_solutions_unlock_guidance_for_answer_only_problems(tmp_path, shared_data):
+    rows = [json.loads(x) for x in (shared_data / "dapo_sample.jsonl").read_text().splitlines()[:3]]
+    answers = {r["problem"]: r["answer"] for r in rows}
+    base = ScriptedEngine(answers, {r["problem"]: 2 for r in rows})  # needs 2 solution lines
+
+    class Oracle(ScriptedEngine):
+        def _generate(self, requests, progress):
+            from pope_eval.engines import GenerationResult, Sample
+
+            out = []
+            for r in requests:
+                user = r.messages[-1]["content"]
+                prob = next(p for p in answers if user.startswith(p))
+                ans = answers[prob] if prob != rows[2]["problem"] else "-1"  # one stays unsolved
+                text = f"Step one.\nStep two.\nStep three.\nSo \\boxed{{{ans}}}"
+                out.append(GenerationResult(r, tuple(Sample(text, 9, "stop") for _ in range(r.n))))
+            return out
+
+    cfg = _config(tmp_path, shared_data / "dapo_sample.jsonl", source="dapo", limit=3,
+                  solve=True, solve_n=2)
+    s = run_build(cfg, engine=base, oracle_engine=Oracle({}, {}))
+    assert s.hard == 3 and s.oracle_unsolved == 1 and s.no_solution == 1 and s.guided == 2
+    prefixes = pl.read_parquet(tmp_path / "out" / "prefixes.parquet")
+    assert prefixes["i_star"].to_list() == [2, 2]
+    assert all(t == "Step one.\nStep two.\n" for t in prefixes["prefix_text"])
+    db = sqlite3.connect(tmp_path / "out" / "journal.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM probes WHERE stage='solve'").fetchone()[0] == 3
