@@ -127,16 +127,12 @@ class BuildConfig:
 
     def fingerprint(self) -> dict[str, Any]:
         d = asdict(self)
-        d["engine"] = self.engine.to_dict()
-        d["engine"]["engine"] = resolve_engine_name(self.engine)
+        d["engine"] = self.engine.fingerprint()
         d["decontam_against"] = list(self.decontam_against)
         if self.oracle is not None:
-            d["oracle"] = self.oracle.to_dict()
+            d["oracle"] = self.oracle.fingerprint()
         for key in ("out", "samples_per_batch"):
             d.pop(key)
-        for key in ("max_batch_size", "concurrency", "request_timeout", "max_retries",
-                    "cache_dir", "endpoints", "gpu_memory_utilization"):
-            d["engine"].pop(key)
         return d
 
 

@@ -78,12 +78,9 @@ class PassAtKConfig:
     def fingerprint(self) -> dict[str, Any]:
         """The fields that decide results; a resumed run must match them exactly."""
         d = asdict(self)
-        d["engine"] = self.engine.to_dict()
+        d["engine"] = self.engine.fingerprint()
         for key in ("out", "ks", "problems_per_batch", "n_boot", "limit"):
             d.pop(key)  # reporting / batching only: changing them never changes a sample
-        for key in ("max_batch_size", "concurrency", "request_timeout", "max_retries", "cache_dir",
-                    "endpoints", "gpu_memory_utilization"):
-            d["engine"].pop(key)
         return d
 
 

@@ -85,6 +85,16 @@ class EngineConfig:
         d.pop("api_key")
         return d
 
+    # How requests are carried, not what is sampled: a resumed run may change these freely.
+    OPERATIONAL = ("max_batch_size", "concurrency", "request_timeout", "max_retries",
+                   "cache_dir", "endpoints", "gpu_memory_utilization")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The fields that decide samples (engine resolved), for resume checks."""
+        d = {k: v for k, v in self.to_dict().items() if k not in self.OPERATIONAL}
+        d["engine"] = resolve_engine_name(self)
+        return d
+
 
 def vllm_available() -> bool:
     """True when a vllm build (CUDA or CPU) is importable."""
