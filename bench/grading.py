@@ -29,21 +29,26 @@ def pairs(path: Path) -> tuple[list[str], list[str]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     preds, golds = pairs(args.data)
     rows = {}
     for workers in (1, 2):
-        with Grader(workers=workers, timeout=5.0) as g:
-            g.grade_many(preds[:workers * 16], golds[:workers * 16])  # start the workers
-            t = time.perf_counter()
-            res = g.grade_many(preds, golds)
-            dt = time.perf_counter() - t
+        times = []
+        for _ in range(args.repeats):
+            # Fresh workers each time: sympy caches parses, a second pass would measure the cache.
+            with Grader(workers=workers, timeout=5.0) as g:
+                g.grade_many(["\\boxed{1}"] * workers * 8, ["1"] * workers * 8)  # start workers
+                t = time.perf_counter()
+                res = g.grade_many(preds, golds)
+                times.append(time.perf_counter() - t)
+        dt = min(times)  # best of N: noise on a 2-core machine only slows a run down
         counts = {s: sum(r.status == s for r in res) for s in {r.status for r in res}}
         rows[workers] = {"seconds": round(dt, 2), "samples_per_s": round(len(res) / dt, 1),
                          "statuses": counts}
     speedup = rows[2]["samples_per_s"] / rows[1]["samples_per_s"]
-    print(f"{len(preds)} MATH-500 pairs (every other prediction wrong)\n")
+    print(f"{len(preds)} MATH-500 pairs (every other prediction wrong), best of {args.repeats}\n")
     print("| workers | seconds | samples/s | statuses |")
     print("|---:|---:|---:|---|")
     for w, r in rows.items():

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("correct", "wrong", "no_answer", "timeout", "bad_gold")
 MAX_ANSWER_CHARS = 2000  # longer "answers" are not answers; parsing them only risks hangs
-_CHUNK = 16
+_CHUNK = 8
 
 
 @dataclass(frozen=True)
