@@ -215,9 +215,14 @@ def _pick_batch(logits, reqs: list[GenerationRequest], generators: list, torch) 
     if sampled:
         temps = torch.tensor([reqs[k].temperature for k in sampled], dtype=logits.dtype)
         probs = torch.softmax(logits[sampled] / temps[:, None], dim=-1)
-        sorted_p, sorted_ix = torch.sort(probs, dim=-1, descending=True)
-        cum = sorted_p.cumsum(-1)
         top_p = torch.tensor([reqs[k].top_p for k in sampled], dtype=logits.dtype)
+        # Sorting the whole vocabulary per step dominates small models: sort the top 1024
+        # candidates, and the full row only where those do not reach top_p (exact either way).
+        sorted_p, sorted_ix = torch.topk(probs, min(1024, probs.shape[-1]), dim=-1)
+        short = (sorted_p.sum(-1) < top_p).nonzero().flatten().tolist()
+        if short:
+            sorted_p, sorted_ix = torch.sort(probs, dim=-1, descending=True)
+        cum = sorted_p.cumsum(-1)
         # Keep the smallest prefix of the sorted vocabulary whose mass reaches top_p.
         keep = (cum - sorted_p) < top_p[:, None]
         kept_mass = torch.where(keep, sorted_p, torch.zeros_like(sorted_p)).sum(-1)
