@@ -116,7 +116,7 @@ class BuildConfig:
             raise ConfigError("BuildConfig.validation_fraction: must be in [0, 1)")
         if self.temperature <= 0:
             raise ConfigError("BuildConfig.temperature: sampling needs temperature > 0")
-        if self.source != "synthetic" and not (self.path or self.hub_id) and self.source == "generic":
+        if self.source == "generic" and not (self.path or self.hub_id):
             raise ConfigError("BuildConfig.path: the generic source needs --path or --hub-id")
         parse_shard(self.shard)
         from pope_data.search import strategy_names

@@ -86,11 +86,11 @@ class SearchService:
         by_id = {t.problem.id: t for t in tasks}
         state = ServiceProgress(stage=stage, problems_total=len(tasks))
         ready = self._replay(stage, by_id, state)
-        self._report(state, ready)
+        self._report(state)
         while ready:
             batch, ready = self._take_batch(ready)
             state.probes_in_flight = len(batch)
-            self._report(state, ready)
+            self._report(state)
             outcomes = self._run_batch(stage, batch, by_id, state)
             for probe, outcome in zip(batch, outcomes):
                 task = by_id[probe.problem_id]
@@ -101,10 +101,10 @@ class SearchService:
                 ready.extend(nxt)
             state.probes_in_flight = 0
             state.probes_done += len(batch)
-            self._report(state, ready)
+            self._report(state)
         return {pid: t.strategy.result() for pid, t in by_id.items()}
 
-    def _report(self, state: ServiceProgress, ready: list[Probe]) -> None:
+    def _report(self, state: ServiceProgress) -> None:
         if self.progress:
             self.progress(state)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pope_data.records import Problem
-from pope_eval.datafiles import Quarantine, get_field, iter_rows, parse_column_map
+from pope_eval.datafiles import Quarantine, get_field, iter_objects, iter_rows, parse_column_map
 from pope_eval.errors import ConfigError, DataError, require
 
 log = logging.getLogger(__name__)
@@ -133,13 +133,7 @@ def normalise_rows(
     seen_ids: set[str] = set()
     seen_text: dict[str, str] = {}
     duplicates = 0
-    for rownum, row in rows:
-        if isinstance(row, Exception):
-            quarantine.add(origin, rownum, str(row))
-            continue
-        if not isinstance(row, dict):
-            quarantine.add(origin, rownum, f"row is {type(row).__name__}, not an object", row)
-            continue
+    for rownum, row in iter_objects(rows, origin, quarantine):
         if spec.normalise:
             row = spec.normalise(row)
         problem = field(row, "problem")

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pope_eval.datafiles import Quarantine, file_sha256, get_field, iter_rows, parse_column_map
+from pope_eval.datafiles import (
+    Quarantine,
+    file_sha256,
+    get_field,
+    iter_objects,
+    iter_rows,
+    parse_column_map,
+)
 from pope_eval.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -96,13 +103,7 @@ def _normalise(rows, mapping: dict[str, str], source: str, quarantine: Quarantin
     items: list[EvalItem] = []
     seen: set[str] = set()
     checked_columns = False
-    for rownum, row in rows:
-        if isinstance(row, Exception):
-            quarantine.add(source, rownum, str(row))
-            continue
-        if not isinstance(row, dict):
-            quarantine.add(source, rownum, f"row is {type(row).__name__}, not an object", row)
-            continue
+    for rownum, row in iter_objects(rows, source, quarantine):
         if not checked_columns:
             missing = [c for c in (pcol, acol) if get_field(row, c) is None and c not in row]
             if missing:

@@ -79,6 +79,18 @@ def _iter_jsonl(p: Path) -> Iterator[tuple[int, Any]]:
             raise DataError(f"{p}: not UTF-8 text: {exc}") from exc
 
 
+def iter_objects(rows, source: str, quarantine: Quarantine) -> Iterator[tuple[int, dict]]:
+    """The rows of `iter_rows` that are JSON objects; invalid lines and non-objects are
+    quarantined with their row number."""
+    for rownum, row in rows:
+        if isinstance(row, Exception):
+            quarantine.add(source, rownum, str(row))
+        elif not isinstance(row, dict):
+            quarantine.add(source, rownum, f"row is {type(row).__name__}, not an object", row)
+        else:
+            yield rownum, row
+
+
 def parse_column_map(spec: str | Mapping[str, str] | None) -> dict[str, str]:
     """'problem=question,answer=final' -> {'problem': 'question', 'answer': 'final'}."""
     if spec is None:
