@@ -7,7 +7,6 @@ Built by `make_engine(EngineConfig(..., ray_address="local" | "auto" | "host:por
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from collections import deque
 from collections.abc import Callable
