@@ -60,6 +60,8 @@ def engine_config(
     max_batch_size: int,
     concurrency: int,
     cache_dir: str | None,
+    ray_address: str | None = None,
+    replicas: int = 1,
 ) -> EngineConfig:
     return EngineConfig(
         engine=engine,
@@ -69,6 +71,8 @@ def engine_config(
         max_batch_size=max_batch_size,
         concurrency=concurrency,
         cache_dir=cache_dir,
+        ray_address=ray_address,
+        replicas=replicas,
     )
 
 

@@ -38,6 +38,8 @@ def build_cmd(
     model: Annotated[str, typer.Option(help="Hub id, local folder, or 'smollm2-135m'.")] = "smollm2-135m",
     engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
     endpoint: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible base URL (repeat for several).")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Ray cluster for engine replicas: local, auto or host:port.")] = None,
+    replicas: Annotated[int, typer.Option(help="Engine replicas (Ray actors; needs --ray).")] = 1,
     k: Annotated[int, typer.Option(help="Unguided samples per problem for the hard set.")] = 4,
     n: Annotated[int, typer.Option(help="Samples per probed prefix.")] = 4,
     wave_size: Annotated[int, typer.Option(help="Samples per wave in sequential strategies.")] = 2,
@@ -71,7 +73,8 @@ def build_cmd(
 
     with handle_errors(f"Re-run the same command to resume from {out}."):
         ecfg = engine_config(engine=engine, model=model, seed=seed, endpoints=endpoint,
-                             max_batch_size=64, concurrency=concurrency, cache_dir=cache_dir)
+                             max_batch_size=64, concurrency=concurrency, cache_dir=cache_dir,
+                             ray_address=ray, replicas=replicas)
         if no_send_seed:
             ecfg = replace(ecfg, send_seed=False)
         config = BuildConfig(

@@ -36,6 +36,8 @@ def pass_at_k_cmd(
     model: Annotated[str, typer.Option(help="Hub id, local folder, or 'smollm2-135m' (bundled, offline).")] = "smollm2-135m",
     engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
     endpoint: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible base URL (repeat for several).")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Ray cluster for engine replicas: local, auto or host:port.")] = None,
+    replicas: Annotated[int, typer.Option(help="Engine replicas (Ray actors; needs --ray).")] = 1,
     n: Annotated[int, typer.Option(help="Samples per problem.")] = 16,
     k: Annotated[str | None, typer.Option(help="Comma list of k; default powers of two up to n.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Max generated tokens per sample.")] = 4096,
@@ -61,7 +63,7 @@ def pass_at_k_cmd(
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, limit=limit,
             engine=engine_config(engine=engine, model=model, seed=seed, endpoints=endpoint,
                                  max_batch_size=batch_size, concurrency=concurrency,
-                                 cache_dir=cache_dir),
+                                 cache_dir=cache_dir, ray_address=ray, replicas=replicas),
         )
         with Progress(
             TextColumn("[bold]pass@k[/]"), BarColumn(), MofNCompleteColumn(),
