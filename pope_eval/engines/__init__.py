@@ -56,6 +56,9 @@ class EngineConfig:
     max_retries: int = 4
     send_seed: bool = True  # openai: per-request seeds (vLLM's CPU build crashes on them)
     cache_dir: str | None = None  # converted models; default ~/.cache/pope
+    # Ray: None = in process; "local" = start a local cluster; "auto" or host:port = existing one
+    ray_address: str | None = None
+    replicas: int = 1  # Ray: engine replicas (actors), one GPU each on GPU clusters
 
     def __post_init__(self) -> None:
         if self.engine != "auto" and self.engine not in ENGINES:
@@ -77,6 +80,13 @@ class EngineConfig:
             raise ConfigError("EngineConfig.request_timeout: must be > 0")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"EngineConfig.dtype: unknown dtype {self.dtype!r}")
+        if self.replicas < 1:
+            raise ConfigError(f"--replicas: must be >= 1, got {self.replicas}")
+        if self.replicas > 1 and not self.ray_address:
+            raise ConfigError("--replicas: more than one replica needs --ray "
+                              "(local, auto or host:port)")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ConfigError("--ray: empty address; use local, auto or host:port")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe record (the API key is never written)."""
@@ -87,7 +97,8 @@ class EngineConfig:
 
     # How requests are carried, not what is sampled: a resumed run may change these freely.
     OPERATIONAL = ("max_batch_size", "concurrency", "request_timeout", "max_retries",
-                   "cache_dir", "endpoints", "gpu_memory_utilization")
+                   "cache_dir", "endpoints", "gpu_memory_utilization", "ray_address",
+                   "replicas")
 
     def fingerprint(self) -> dict[str, Any]:
         """The fields that decide samples (engine resolved), for resume checks."""
@@ -112,6 +123,10 @@ def resolve_engine_name(config: EngineConfig) -> str:
 
 def make_engine(config: EngineConfig) -> Engine:
     """Build the engine the config names (heavy imports happen here, not at import time)."""
+    if config.ray_address:
+        from pope_eval.engines.ray_engine import RayEngine
+
+        return RayEngine.from_config(config)
     name = resolve_engine_name(config)
     module_name, cls_name = ENGINES[name].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
