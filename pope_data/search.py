@@ -1,7 +1,8 @@
-"""Prefix-search strategies as pure state machines: which prefix to probe next, with how many samples.
+"""Search strategies as pure state machines: which prefix to probe next, with how many samples.
 
-`s = make_strategy("bisect-seq", problem_id=..., min_prefix=1, max_prefix=m, n=8, wave_size=2)`;
-loop `s.next_probes()` / `s.update(outcome)` until `s.done`, then `s.result()`. No I/O, no clocks.
+`s = make_strategy("bisect-seq", problem_id=..., min_prefix=1, max_prefix=m, n=8, wave_size=2)`
+(or `make_strategy("curate", ..., n=k)` for the hard set); loop `s.next_probes()` /
+`s.update(outcome)` until `s.done`, then `s.result()`. No I/O, no clocks.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ class _Search:
             self._done = True
             return []
         st = self.prefixes.setdefault(i, _Prefix())
-        size = min(self.wave_size, self.n - st.drawn)
-        self._pending = Probe(self.problem_id, i, size, st.waves)
+        size = min(self._wave_size(st), self.n - st.drawn)
+        self._pending = Probe(self.problem_id, i, size, st.waves, st.drawn)
         return [self._pending]
 
     def update(self, outcome: ProbeOutcome) -> None:
@@ -119,6 +120,9 @@ class _Search:
     # -- helpers ----------------------------------------------------------------------------
     def _state(self, i: int) -> _Prefix:
         return self.prefixes.get(i, _Prefix())
+
+    def _wave_size(self, st: _Prefix) -> int:
+        return self.wave_size
 
     def _decide(self, i: int | None) -> None:
         self._i_star = i
@@ -190,25 +194,87 @@ class Once(_Search):
         return None
 
 
-STRATEGIES: dict[str, type[_Search]] = {"sweep": Sweep, "bisect": Bisect, "once": Once}
+CURATE_SCHEDULES: dict[str, str] = {
+    "growing": "waves doubling the samples drawn (1, 1, 2, 4, ... up to the wave size), stop "
+               "at the first correct",
+    "fixed": "waves of the wave size, stop at the first correct",
+    "all": "all k samples at once: exact per-problem pass rates, no saving",
+}
+# Chosen with bench/curate_cost.py (k = 128, 30% truly hard, 2000 problems): growing waves capped
+# at 32 cost 1.13x the floor and 0.47x all-at-once in tokens in 9 sequential rounds; fixed 16
+# costs 1.23x (0.52x) in 8; caps 8/16 save <1% more tokens but need 19/12 rounds, which cost
+# latency where too few problems are left to fill the engine's batch.
+DEFAULT_CURATE_SCHEDULE = "growing"
+DEFAULT_CURATE_WAVE_SIZE = 32
+
+
+@dataclass
+class Curate(Once):
+    """The curate stage: k unguided samples at `min_prefix`, hard iff none is correct.
+
+    Samples are drawn in waves and the problem stops at the wave holding its first correct
+    sample: one correct sample proves the problem is not hard, so an easy problem costs a few
+    samples instead of k, and only hard problems pay for all k. Every probe carries `offset`
+    (samples drawn before it), so the samples drawn are a prefix of the same k-sample sequence
+    whatever the schedule, and the hard set equals the all-at-once hard set for the same seeds.
+
+    Trade-off: with early stopping the correct count of an easy problem is a lower bound (it
+    stops at the first correct wave), not its pass rate out of k. Use schedule "all" where
+    per-problem pass rates matter (e.g. an easy set selected by a pass-rate band); it costs k
+    samples for every problem. `wave_size` is the fixed wave, or the cap of growing waves; more
+    waves mean more sequential engine rounds (latency once the batch can no longer be filled).
+    """
+
+    schedule: str = DEFAULT_CURATE_SCHEDULE
+
+    def __post_init__(self) -> None:
+        if self.schedule not in CURATE_SCHEDULES:
+            raise ConfigError(f"curate schedule: unknown {self.schedule!r}; choose one of "
+                              f"{', '.join(CURATE_SCHEDULES)}")
+        if self.schedule == "all":
+            self.wave_size = self.n
+        super().__post_init__()
+
+    def _wave_size(self, st: _Prefix) -> int:
+        if self.schedule == "growing":
+            # Double the samples drawn so far: totals 1, 2, 4, ... meet a power-of-two k
+            # exactly (no last wave of a few samples), and an easy problem never draws more
+            # than twice the samples up to its first correct one.
+            return min(self.wave_size, max(1, st.drawn))
+        return self.wave_size
+
+
+STRATEGIES: dict[str, type[_Search]] = {"sweep": Sweep, "bisect": Bisect, "once": Once,
+                                        "curate": Curate}
+# Single-prefix strategies for the unguided stages, not prefix searches (not in strategy_names).
+_UNGUIDED = ("once", "curate")
 SEQUENTIAL_SUFFIX = "-seq"
 DEFAULT_STRATEGY = "bisect-seq"
 DEFAULT_WAVE_SIZE = 2
 
 
 def strategy_names() -> list[str]:
-    return [name + suffix for name in STRATEGIES if name != "once"
+    return [name + suffix for name in STRATEGIES if name not in _UNGUIDED
             for suffix in ("", SEQUENTIAL_SUFFIX)]
 
 
 def make_strategy(name: str, *, problem_id: str, min_prefix: int, max_prefix: int, n: int,
-                  wave_size: int | None = None, seed: int = 0) -> _Search:
+                  wave_size: int | None = None, seed: int = 0,
+                  schedule: str | None = None) -> _Search:
     """Build a strategy. 'NAME-seq' draws samples in waves (default wave size 2) and stops a
-    probe at its first correct sample; plain 'NAME' draws all n at once."""
+    probe at its first correct sample; plain 'NAME' draws all n at once ('once': all n samples,
+    as the oracle stage wants). 'curate' takes `schedule` (one of CURATE_SCHEDULES, default
+    DEFAULT_CURATE_SCHEDULE) and `wave_size` (default DEFAULT_CURATE_WAVE_SIZE)."""
     base = name.removesuffix(SEQUENTIAL_SUFFIX)
-    if base not in STRATEGIES:
+    if base not in STRATEGIES or (base == "curate" and base != name):
         raise ConfigError(f"search strategy: unknown {name!r}; choose one of "
-                          f"{', '.join(strategy_names())}")
+                          f"{', '.join(strategy_names() + list(_UNGUIDED))}")
+    if base == "curate":
+        return Curate(problem_id=problem_id, min_prefix=min_prefix, max_prefix=max_prefix, n=n,
+                      wave_size=wave_size or DEFAULT_CURATE_WAVE_SIZE, seed=seed,
+                      schedule=schedule or DEFAULT_CURATE_SCHEDULE)
+    if schedule is not None:
+        raise ConfigError(f"search strategy {name!r}: schedule applies to 'curate' only")
     if name.endswith(SEQUENTIAL_SUFFIX):
         wave_size = wave_size or DEFAULT_WAVE_SIZE
     else:

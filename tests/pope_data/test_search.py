@@ -1,11 +1,18 @@
-"""Search strategies against a scripted engine with known answers; bisect == sweep on monotone curves."""
+"""Search strategies against a scripted engine with known answers; bisect == sweep on monotone curves;
+curation with early stopping finds the same hard set as all-at-once for any sample pattern."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pope_data.records import ProbeOutcome
-from pope_data.search import DEFAULT_STRATEGY, make_strategy, strategy_names
+from pope_data.search import (
+    CURATE_SCHEDULES,
+    DEFAULT_CURATE_SCHEDULE,
+    DEFAULT_STRATEGY,
+    make_strategy,
+    strategy_names,
+)
 from pope_eval.errors import ConfigError
 
 
@@ -19,6 +26,8 @@ def drive(strategy, solves, log=None):
             return strategy.result()
         for pr in probes:
             start = drawn.get(pr.prefix_segments, 0)
+            # The probe names the same position in the prefix's sample sequence as the engine.
+            assert pr.offset == start
             correct = sum(solves(pr.prefix_segments, j) for j in range(start, start + pr.n))
             drawn[pr.prefix_segments] = start + pr.n
             if log is not None:
@@ -105,3 +114,74 @@ def test_bisect_equals_sweep_on_any_monotone_curve_with_exact_probes(m, t, n, wa
         a = drive(mk("sweep" + seq, m=m, n=n, wave_size=wave), solves)
         b = drive(mk("bisect" + seq, m=m, n=n, wave_size=wave), solves)
         assert a.i_star == b.i_star == (t if t <= m else None)
+
+
+def curate(k, schedule=None, wave=None):
+    return make_strategy("curate", problem_id="p", min_prefix=0, max_prefix=0, n=k,
+                         wave_size=wave, schedule=schedule)
+
+
+@pytest.mark.parametrize(("schedule", "wave", "sizes"), [
+    ("growing", 32, [1, 1, 2, 4, 8, 16, 32, 32, 32]),
+    ("growing", 16, [1, 1, 2, 4, 8] + [16] * 7),
+    ("growing", 128, [1, 1, 2, 4, 8, 16, 32, 64]),
+    ("fixed", 16, [16] * 8),
+    ("fixed", 48, [48, 48, 32]),
+    ("all", 16, [128]),
+])
+def test_curate_wave_schedules_on_a_hard_problem(schedule, wave, sizes):
+    log = []
+    r = drive(curate(128, schedule, wave), lambda i, j: False, log)
+    assert [x[2] for x in log] == sizes and [x[1] for x in log] == list(range(len(sizes)))
+    assert r.fallback and r.i_star is None and r.samples == 128
+
+
+def test_curate_stops_an_easy_problem_at_its_first_correct_wave():
+    log = []
+    # Sample 5 is the first correct one: growing waves 1, 1, 2, 4 cover samples 0..7.
+    r = drive(curate(128), lambda i, j: j >= 5, log)
+    assert DEFAULT_CURATE_SCHEDULE == "growing"
+    assert [x[2] for x in log] == [1, 1, 2, 4] and (r.i_star, r.samples) == (0, 8)
+    # "all" keeps the per-problem pass rate: every sample is drawn and counted.
+    log = []
+    r = drive(curate(128, "all"), lambda i, j: j >= 5, log)
+    assert log == [(0, 0, 128, 123)] and r.samples == 128
+
+
+def test_once_still_draws_all_n_for_the_oracle_stage():
+    log = []
+    drive(make_strategy("once", problem_id="p", min_prefix=0, max_prefix=0, n=8),
+          lambda i, j: True, log)
+    assert log == [(0, 0, 8, 8)]
+
+
+def test_curate_errors_and_names():
+    assert "curate" not in strategy_names() and "once" not in strategy_names()
+    with pytest.raises(ConfigError, match="unknown 'doubling'"):
+        curate(8, "doubling")
+    with pytest.raises(ConfigError, match="curate' only"):
+        mk("bisect-seq", schedule="growing")
+    with pytest.raises(ConfigError, match="unknown 'curate-seq'"):
+        make_strategy("curate-seq", problem_id="p", min_prefix=0, max_prefix=0, n=8)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pattern=st.lists(st.booleans(), min_size=1, max_size=160),
+       schedule=st.sampled_from(sorted(CURATE_SCHEDULES)), wave=st.integers(1, 40))
+def test_curate_hard_set_is_identical_to_all_at_once_for_any_schedule(pattern, schedule, wave):
+    """Every probe continues the same k-sample sequence (offset), so the samples drawn are a
+    prefix of it: hard iff no sample of k is correct, whatever the schedule."""
+    k = len(pattern)
+    log = []
+    r = drive(curate(k, schedule, wave), lambda i, j: pattern[j], log)
+    assert r.fallback == (not any(pattern)) == (r.i_star is None)
+    sizes = [x[2] for x in log]
+    assert r.samples == sum(sizes) <= k
+    if any(pattern):
+        first = pattern.index(True)
+        # Early stop: the last wave holds the first correct sample, none after it is drawn.
+        assert r.samples - sizes[-1] <= first < r.samples
+    else:
+        assert r.samples == k
+    if schedule == "all":
+        assert sizes == [k]
