@@ -136,9 +136,10 @@ def _match(text: str, exact: Mapping[str, int], index: Mapping[tuple[str, ...], 
 
 
 def load_eval_sets(
-    names_or_paths: Iterable[str] = DEFAULT_EVAL_SETS,
+    names_or_paths: Iterable[str] = DEFAULT_EVAL_SETS, *, option: str = "--decontam-against",
 ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
-    """Load eval sets by benchmark name or file path with `pope_eval.benchmarks.load_benchmark`.
+    """Load eval sets with `pope_eval.benchmarks.load_benchmark`: bundled names (offline),
+    files, or `hub:ORG/NAME[:split]`. `option` is the flag the names came from, named in errors.
 
     Returns (eval_sets, not_checked): a set that cannot be loaded (offline Hub, bad file) is
     reported in `not_checked` with the reason instead of stopping the build.
@@ -149,7 +150,7 @@ def load_eval_sets(
     not_checked: dict[str, str] = {}
     for spec in names_or_paths:
         try:
-            bench = load_benchmark(spec)
+            bench = load_benchmark(spec, option=option)
         except (PopeError, OSError) as exc:
             log.warning("decontamination: eval set %s not checked: %s", spec, exc)
             not_checked[spec] = str(exc)

@@ -9,17 +9,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pope_data.records import Problem
-from pope_eval.datafiles import Quarantine, get_field, iter_objects, iter_rows, parse_column_map
-from pope_eval.errors import ConfigError, DataError, require
+from pope_eval.datafiles import (
+    Quarantine,
+    RowReader,
+    get_field,
+    hub_rows,
+    iter_rows,
+    parse_column_map,
+)
+from pope_eval.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# DAPO-Math-17k wraps every problem in this instruction (quoted in shared/data/README.md).
+# DAPO-Math-17k wraps every problem in this instruction (quoted in tests/data/README.md).
 DAPO_PREFIX = (
     "Solve the following math problem step by step. The last line of your response should be of "
     "the form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
@@ -77,6 +84,8 @@ SOURCES: dict[str, SourceSpec] = {
         id_prefix="dapo-", normalise=_dapo_row, dedup=True),
     "generic": SourceSpec(hub_id=None, split="train", columns={}, id_prefix=""),
 }
+# The fields --columns may map (problem and answer are required, the rest optional).
+FIELDS = ("id", "problem", "answer", "solution", "difficulty", "domain")
 
 
 def normalise_text(text: str) -> str:
@@ -86,99 +95,59 @@ def normalise_text(text: str) -> str:
     return t.strip()
 
 
-def _as_str(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-    if isinstance(value, str):
-        return value
-    return None
-
-
 def _stable_id(prefix: str, text: str) -> str:
     return prefix + hashlib.sha256(normalise_text(text).encode()).hexdigest()[:16]
-
-
-def _rows_from_hub(hub_id: str, split: str) -> Iterator[tuple[int, Any]]:
-    datasets = require("datasets", "core")
-    try:
-        ds = datasets.load_dataset(hub_id, split=split)
-    except Exception as exc:  # offline / missing / auth
-        raise DataError(
-            f"cannot load {hub_id} from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
-            "offline? pass a local file with --path"
-        ) from exc
-    yield from enumerate(ds, start=1)
 
 
 def normalise_rows(
     rows: Iterable[tuple[int, Any]], spec: SourceSpec, *, origin: str, source_name: str,
     quarantine: Quarantine, columns: dict[str, str] | None = None,
 ) -> list[Problem]:
-    """Rows -> Problems. Bad rows are quarantined (origin + row number + reason)."""
+    """Rows -> Problems. The shared `RowReader` judges problem, answer and ids; here come the
+    optional solution / difficulty / domain and deduplication. Bad rows are quarantined
+    (origin + row number + reason)."""
     cols = {**spec.columns, **(columns or {})}
-    cols.setdefault("problem", "problem")
-    cols.setdefault("answer", "answer")
-    cols.setdefault("solution", "solution")
-    cols.setdefault("difficulty", "difficulty")
-    cols.setdefault("domain", "domain")
-    cols.setdefault("id", "id")
-    def field(row: dict[str, Any], name: str) -> Any:
-        # Files already in our Problem shape (e.g. a stripped DAPO sample) use our field names.
-        value = get_field(row, cols[name])
-        return row.get(name) if value is None and cols[name] != name else value
-
+    reader = RowReader(origin, cols, quarantine, transform=spec.normalise)
+    id_col = cols.get("id", "id")
     out: list[Problem] = []
-    seen_ids: set[str] = set()
-    seen_text: dict[str, str] = {}
+    seen_text: set[str] = set()
     duplicates = 0
-    for rownum, row in iter_objects(rows, origin, quarantine):
-        if spec.normalise:
-            row = spec.normalise(row)
-        problem = field(row, "problem")
-        answer = _as_str(field(row, "answer"))
-        if not isinstance(problem, str) or not problem.strip():
-            quarantine.add(origin, rownum, f"empty or non-text problem ('{cols['problem']}')", row)
-            continue
-        if answer is None or not answer.strip():
-            quarantine.add(origin, rownum, f"missing or empty answer ('{cols['answer']}')", row)
-            continue
-        solution = field(row, "solution")
+    for r in reader.rows(rows):
+        row = r.row
+        solution = reader.value(row, "solution")
         if solution is not None and not isinstance(solution, str):
-            quarantine.add(origin, rownum, f"solution is {type(solution).__name__}, not text", row)
+            quarantine.add(origin, r.rownum, f"solution is {type(solution).__name__}, not text",
+                           row)
             continue
         if isinstance(solution, str) and not solution.strip():
             solution = None
-        difficulty = field(row, "difficulty")
+        difficulty = reader.value(row, "difficulty")
         if difficulty is not None:
             try:
                 difficulty = float(difficulty)
             except (TypeError, ValueError):
-                quarantine.add(origin, rownum, f"difficulty {difficulty!r} is not a number", row)
+                quarantine.add(origin, r.rownum, f"difficulty {difficulty!r} is not a number", row)
                 continue
-        domain = field(row, "domain")
+        domain = reader.value(row, "domain")
         if isinstance(domain, list):
             domain = "; ".join(map(str, domain))
-        key = normalise_text(problem)
+        key = normalise_text(r.problem)
         if spec.dedup and key in seen_text:
             duplicates += 1
             continue
-        raw_id = get_field(row, cols["id"])
+        raw_id = get_field(row, id_col)
         if raw_id is not None:
             # Ids from a source column (e.g. DAPO's extra_info.index) get the source's prefix.
-            pid = f"{spec.id_prefix}{raw_id}" if cols["id"] != "id" else str(raw_id)
+            pid = f"{spec.id_prefix}{raw_id}" if id_col != "id" else str(raw_id)
         elif isinstance(row.get("id"), str | int):
             pid = str(row["id"])
         else:
-            pid = _stable_id(spec.id_prefix or f"{source_name}-", problem)
-        if pid in seen_ids:
-            quarantine.add(origin, rownum, f"duplicate id {pid!r}", row)
+            pid = _stable_id(spec.id_prefix or f"{source_name}-", r.problem)
+        if not reader.claim_id(r.rownum, row, pid):
             continue
-        seen_ids.add(pid)
-        seen_text[key] = pid
-        out.append(Problem(id=pid, problem=problem.strip(), answer=answer.strip(),
-                           source=source_name, solution=solution, difficulty=difficulty,
+        seen_text.add(key)
+        out.append(Problem(id=pid, problem=r.problem, answer=r.answer, source=source_name,
+                           solution=solution, difficulty=difficulty,
                            domain=str(domain) if domain is not None else None))
     if duplicates:
         log.info("%s: %d duplicate problems removed", origin, duplicates)
@@ -207,11 +176,12 @@ def load_problems(
         rows, origin = iter_rows(path), str(path)
     elif hub_id is not None or spec.hub_id is not None:
         hid = hub_id or spec.hub_id
-        rows, origin = _rows_from_hub(hid, spec.split), hid
+        rows, origin = hub_rows(hid, spec.split, local="a local file with --path"), hid
     else:
         raise ConfigError(f"source {source!r}: give --path (a local file) or --hub-id")
     problems = normalise_rows(rows, spec, origin=origin, source_name=source,
-                              quarantine=quarantine, columns=parse_column_map(columns))
+                              quarantine=quarantine,
+                              columns=parse_column_map(columns, fields=FIELDS))
     problems = _filter(problems, difficulty, domain)
     return problems[:limit] if limit is not None else problems
 

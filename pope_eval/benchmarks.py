@@ -1,27 +1,33 @@
-"""Evaluation sets: AIME 2025 and HMMT Feb 2025 by name (Hub), or any jsonl/json/parquet file.
+"""Evaluation sets: AIME 2025 and HMMT Feb 2025 by name (bundled, offline), any file, or `hub:ORG/NAME`.
 
-`load_benchmark("aime2025")`, `load_benchmark("path/to/file.jsonl", columns="problem=question")`;
-rows without a problem or answer are quarantined with their row number, the rest load.
+`load_benchmark("aime2025")`, `load_benchmark("path/to/file.jsonl", columns="problem=question")`,
+`load_benchmark("hub:MathArena/aime_2025")`; rows without a usable problem or answer are
+quarantined with their row number, the rest load. `source` says which data was read.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from pope_eval.datafiles import (
+    SUFFIXES,
+    HubRows,
     Quarantine,
+    RowReader,
     file_sha256,
-    get_field,
-    iter_objects,
+    hub_rows,
     iter_rows,
     parse_column_map,
 )
 from pope_eval.errors import DataError
 
 log = logging.getLogger(__name__)
+
+FIELDS = ("id", "problem", "answer")
+HUB_PREFIX = "hub:"
 
 
 @dataclass(frozen=True)
@@ -32,18 +38,31 @@ class EvalItem:
 
 
 @dataclass(frozen=True)
-class HubBenchmark:
-    hub_id: str
-    split: str = "train"
-    columns: dict[str, str] = field(default_factory=dict)  # field -> Hub column
+class BundledBenchmark:
+    """An eval set shipped in pope_eval/data (see its README.md for origin and licence)."""
+
+    file: str
+    hub_id: str  # where to refresh or verify it: --data hub:<hub_id>
+
+
+BENCHMARKS: dict[str, BundledBenchmark] = {
+    "aime2025": BundledBenchmark("aime2025.jsonl", "MathArena/aime_2025"),
+    "hmmt_feb_2025": BundledBenchmark("hmmt_feb_2025.jsonl", "MathArena/hmmt_feb_2025"),
+}
+
+
+@dataclass(frozen=True)
+class HubLayout:
+    """How a known Hub dataset's columns map onto ours."""
+
+    columns: dict[str, str] = field(default_factory=dict)  # our field -> Hub column
     id_prefix: str = ""
 
 
-BENCHMARKS: dict[str, HubBenchmark] = {
-    "aime2025": HubBenchmark("MathArena/aime_2025", columns={"id": "problem_idx"},
-                             id_prefix="aime2025-"),
-    "hmmt_feb_2025": HubBenchmark("MathArena/hmmt_feb_2025", columns={"id": "problem_idx"},
-                                  id_prefix="hmmt-feb-2025-"),
+# MathArena numbers problems 1..30 in `problem_idx`.
+HUB_LAYOUTS: dict[str, HubLayout] = {
+    "MathArena/aime_2025": HubLayout({"id": "problem_idx"}, "aime2025-"),
+    "MathArena/hmmt_feb_2025": HubLayout({"id": "problem_idx"}, "hmmt-feb-2025-"),
 }
 
 
@@ -51,100 +70,76 @@ BENCHMARKS: dict[str, HubBenchmark] = {
 class LoadedBenchmark:
     name: str
     items: list[EvalItem]
-    source: str  # file path or Hub id
-    sha256: str  # of the file, or of the Hub revision's rows
+    source: str  # bundled:NAME, hub:ORG/NAME[:split], or the file path (summary.json data_source)
+    sha256: str  # of the file, or of the Hub split's rows
     quarantined: int = 0
 
 
+def bundled_file(name: str) -> Path:
+    """The bundled file of a named eval set, e.g. to read it in tests or diff it with the Hub."""
+    if name not in BENCHMARKS:
+        raise DataError(f"no bundled eval set {name!r}: use one of {', '.join(BENCHMARKS)}")
+    # pope is installed as files (wheel or editable), so the resource is a real path.
+    path = Path(str(resources.files("pope_eval") / "data" / BENCHMARKS[name].file))
+    if not path.is_file():
+        raise DataError(f"bundled eval set {name}: {path} is missing; reinstall pope")
+    return path
+
+
 def _is_path(spec: str) -> bool:
-    return Path(spec).suffix.lower() in (".jsonl", ".json", ".parquet") or Path(spec).exists()
+    return Path(spec).suffix.lower() in SUFFIXES or Path(spec).exists()
+
+
+def _parse_hub(spec: str, option: str) -> tuple[str, str]:
+    """'hub:ORG/NAME[:split]' -> (hub id, split)."""
+    hub_id, _, split = spec[len(HUB_PREFIX):].partition(":")
+    org, slash, name = hub_id.partition("/")
+    if not (org and slash and name) or "/" in name:
+        raise DataError(f"{option} {spec!r}: expected hub:ORG/NAME or hub:ORG/NAME:SPLIT")
+    return hub_id, split or "train"
 
 
 def load_benchmark(
     spec: str, *, columns: str | dict[str, str] | None = None, limit: int | None = None,
-    quarantine: Quarantine | None = None,
+    quarantine: Quarantine | None = None, option: str = "--data",
 ) -> LoadedBenchmark:
-    """Load a named benchmark or a file. `columns` maps our fields (id, problem, answer) to the
-    file's column names, e.g. 'problem=question,answer=final'; dotted names reach nested fields."""
+    """Load a named (bundled) benchmark, a file, or `hub:ORG/NAME[:split]`. `columns` maps our
+    fields (id, problem, answer) to the data's column names, e.g. 'problem=question,answer=final';
+    dotted names reach nested fields. `option` is the flag that gave `spec`, named in errors."""
     quarantine = quarantine if quarantine is not None else Quarantine()
-    mapping = parse_column_map(columns)
-    unknown = set(mapping) - {"id", "problem", "answer"}
-    if unknown:
-        raise DataError(f"column mapping: unknown field(s) {sorted(unknown)}; use id, problem, answer")
-    if _is_path(spec):
+    mapping = parse_column_map(columns, fields=FIELDS)
+    id_prefix = ""
+    hub: HubRows | None = None  # its sha256 is known once its rows are read
+    if spec.startswith(HUB_PREFIX):
+        hub_id, split = _parse_hub(spec, option)
+        layout = HUB_LAYOUTS.get(hub_id, HubLayout())
+        mapping, id_prefix = {**layout.columns, **mapping}, layout.id_prefix
+        rows = hub = hub_rows(hub_id, split, local=f"a bundled name ({', '.join(BENCHMARKS)}) "
+                                                    f"or {option} PATH")
+        source = f"{HUB_PREFIX}{hub_id}" + (f":{split}" if split != "train" else "")
+        name = hub_id.split("/")[1]
+    elif _is_path(spec):
         path = Path(spec)
-        rows = iter_rows(path)
-        source, digest, name = str(path), None, path.stem
+        rows, source, name = iter_rows(path), str(path), path.stem
     elif spec in BENCHMARKS:
-        bench = BENCHMARKS[spec]
-        mapping = {**bench.columns, **mapping}
-        rows, digest = _hub_rows(bench)
-        source, name = bench.hub_id, spec
+        path = bundled_file(spec)
+        rows, source, name = iter_rows(path), f"bundled:{spec}", spec
     else:
         raise DataError(
-            f"unknown benchmark {spec!r}: use one of {', '.join(BENCHMARKS)} or a path to a "
-            ".jsonl, .json or .parquet file"
+            f"{option}: unknown benchmark {spec!r}: use one of {', '.join(BENCHMARKS)} (bundled), "
+            "hub:ORG/NAME[:split], or a path to a .jsonl, .json or .parquet file"
         )
     before = len(quarantine)
-    items = _normalise(rows, mapping, source, quarantine,
-                       id_prefix=BENCHMARKS[spec].id_prefix if spec in BENCHMARKS else "")
+    reader = RowReader(source, mapping, quarantine)
+    items: list[EvalItem] = []
+    for r in reader.rows(rows):
+        raw_id = reader.value(r.row, "id")
+        item_id = f"{id_prefix}{raw_id}" if raw_id is not None else f"row-{r.rownum}"
+        if reader.claim_id(r.rownum, r.row, item_id):
+            items.append(EvalItem(id=item_id, problem=r.problem, answer=r.answer))
     if limit is not None:
         items = items[:limit]
-    if digest is None:
-        digest = file_sha256(source)
+    digest = hub.sha256 if hub is not None else file_sha256(path)
+    log.info("%s: %d problems from %s (sha256 %s)", name, len(items), source, digest[:12])
     return LoadedBenchmark(name=name, items=items, source=source, sha256=digest,
                            quarantined=len(quarantine) - before)
-
-
-def _normalise(rows, mapping: dict[str, str], source: str, quarantine: Quarantine,
-               *, id_prefix: str) -> list[EvalItem]:
-    pcol, acol, icol = (mapping.get("problem", "problem"), mapping.get("answer", "answer"),
-                        mapping.get("id", "id"))
-    items: list[EvalItem] = []
-    seen: set[str] = set()
-    checked_columns = False
-    for rownum, row in iter_objects(rows, source, quarantine):
-        if not checked_columns:
-            missing = [c for c in (pcol, acol) if get_field(row, c) is None and c not in row]
-            if missing:
-                raise DataError(
-                    f"{source}: missing column(s) {missing} (columns found: {sorted(row)}); "
-                    "map yours with --columns, e.g. 'problem=question,answer=final'"
-                )
-            checked_columns = True
-        problem, answer = get_field(row, pcol), get_field(row, acol)
-        if not isinstance(problem, str) or not problem.strip():
-            quarantine.add(source, rownum, f"empty or non-text '{pcol}'", row)
-            continue
-        if isinstance(answer, int | float) and not isinstance(answer, bool):
-            answer = str(answer)
-        if not isinstance(answer, str) or not answer.strip():
-            quarantine.add(source, rownum, f"empty or missing '{acol}'", row)
-            continue
-        raw_id = get_field(row, icol)
-        item_id = f"{id_prefix}{raw_id}" if raw_id is not None else f"row-{rownum}"
-        if item_id in seen:
-            quarantine.add(source, rownum, f"duplicate id {item_id!r}", row)
-            continue
-        seen.add(item_id)
-        items.append(EvalItem(id=item_id, problem=problem.strip(), answer=answer.strip()))
-    return items
-
-
-def _hub_rows(bench: HubBenchmark) -> tuple[Any, str]:
-    import hashlib
-    import json
-
-    from pope_eval.errors import require
-
-    datasets = require("datasets", "core")
-    try:
-        ds = datasets.load_dataset(bench.hub_id, split=bench.split)
-    except Exception as exc:  # offline, missing repo, auth: all end here
-        raise DataError(
-            f"cannot load {bench.hub_id} from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
-            "offline? pass a local copy with --data PATH (jsonl/parquet with problem and answer)"
-        ) from exc
-    rows = list(ds)
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
-    return list(enumerate(rows, start=1)), digest

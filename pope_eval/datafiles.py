@@ -1,7 +1,7 @@
-"""Reading problem files (jsonl, json, parquet) row by row, with column mapping and quarantine.
+"""Reading problem rows (jsonl, json, parquet files or a Hub split) with column mapping and quarantine.
 
-Loaders in pope_eval.benchmarks and pope_data.sources call `iter_rows` and `Quarantine`; errors
-name the file and the 1-based row number.
+Loaders in pope_eval.benchmarks and pope_data.sources read rows with `iter_rows` / `hub_rows` and
+judge them with one `RowReader`; errors name the file or dataset and the 1-based row number.
 """
 
 from __future__ import annotations
@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pope_eval.errors import DataError
+from pope_eval.errors import DataError, require
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".jsonl", ".json", ".parquet")
+# Fields every problem row must have; a loader's other fields are optional.
+REQUIRED_FIELDS = ("problem", "answer")
+COLUMNS_HINT = "e.g. 'problem=question,answer=final'"
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -91,23 +94,34 @@ def iter_objects(rows, source: str, quarantine: Quarantine) -> Iterator[tuple[in
             yield rownum, row
 
 
-def parse_column_map(spec: str | Mapping[str, str] | None) -> dict[str, str]:
-    """'problem=question,answer=final' -> {'problem': 'question', 'answer': 'final'}."""
+def parse_column_map(spec: str | Mapping[str, str] | None, *, fields: Sequence[str] | None = None,
+                     option: str = "--columns") -> dict[str, str]:
+    """'problem=question,answer=final' -> {'problem': 'question', 'answer': 'final'}.
+
+    With `fields`, a field outside them is refused up front (naming the valid ones): a typo such
+    as 'problme=question' would otherwise leave every row without a problem.
+    """
     if spec is None:
-        return {}
-    if isinstance(spec, Mapping):
-        return dict(spec)
-    out: dict[str, str] = {}
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise DataError(f"column mapping {part!r}: expected FIELD=COLUMN")
-        key, col = (s.strip() for s in part.split("=", 1))
-        if not key or not col:
-            raise DataError(f"column mapping {part!r}: expected FIELD=COLUMN")
-        out[key] = col
+        out: dict[str, str] = {}
+    elif isinstance(spec, Mapping):
+        out = dict(spec)
+    else:
+        out = {}
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "=" not in part:
+                raise DataError(f"{option}: column mapping {part!r}: expected FIELD=COLUMN")
+            key, col = (s.strip() for s in part.split("=", 1))
+            if not key or not col:
+                raise DataError(f"{option}: column mapping {part!r}: expected FIELD=COLUMN")
+            out[key] = col
+    if fields is not None:
+        unknown = [k for k in out if k not in fields]
+        if unknown:
+            raise DataError(f"{option}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                            f"valid fields: {', '.join(fields)}")
     return out
 
 
@@ -119,6 +133,157 @@ def get_field(row: Mapping[str, Any], column: str) -> Any:
             return None
         value = value[key]
     return value
+
+
+def has_field(row: Mapping[str, Any], column: str) -> bool:
+    """Whether a possibly dotted column exists in a row (a null value still counts)."""
+    value: Any = row
+    for key in column.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return False
+        value = value[key]
+    return True
+
+
+def as_text(value: Any) -> str | None:
+    """A field value as text: strings as they are, numbers written out (7.0 -> '7'); else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+@dataclass(frozen=True)
+class TextRow:
+    """A row that passed the shared checks: problem and answer as stripped, non-empty text."""
+
+    rownum: int
+    problem: str
+    answer: str
+    row: dict[str, Any]  # the row as read (after the loader's transform), for its other fields
+
+
+class RowReader:
+    """The checks every loader applies to every row alike (benchmarks and training sources).
+
+    `columns` maps our fields to the row's columns (dotted for nested values); a row already in
+    our shape is read by field name when the mapped column is absent. Rows that are not objects,
+    or whose problem / answer is missing, not text or empty, are quarantined with their row number
+    and the reason; so are repeated ids (`claim_id`). Only a required column absent from every
+    row is an error, raised once all rows are read, naming it and the columns found.
+    """
+
+    def __init__(self, source: str, columns: Mapping[str, str], quarantine: Quarantine, *,
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 option: str = "--columns") -> None:
+        self.source, self.quarantine, self.transform, self.option = (
+            source, quarantine, transform, option)
+        self.columns = {name: columns.get(name, name) for name in {*REQUIRED_FIELDS, *columns}}
+        self._ids: set[str] = set()
+
+    def value(self, row: Mapping[str, Any], name: str) -> Any:
+        """Our field `name` from a row: its mapped column, else the column named like the field."""
+        col = self.columns.get(name, name)
+        if col != name and not has_field(row, col):
+            return row.get(name)
+        return get_field(row, col)
+
+    def _has(self, row: Mapping[str, Any], name: str) -> bool:
+        return has_field(row, self.columns[name]) or name in row
+
+    def _text(self, rownum: int, row: dict[str, Any], name: str) -> str | None:
+        col = self.columns[name]
+        where = "" if col == name else f" (column {col!r})"
+        value = self.value(row, name)
+        text = as_text(value)
+        if value is None:
+            reason = f"missing {name}{where}"
+        elif text is None:
+            reason = f"{name} is {type(value).__name__}, not text{where}"
+        elif not text.strip():
+            reason = f"empty {name}{where}"
+        else:
+            return text.strip()
+        self.quarantine.add(self.source, rownum, reason, row)
+        return None
+
+    def rows(self, rows: Iterable[tuple[int, Any]]) -> Iterator[TextRow]:
+        """The rows with a usable problem and answer; the rest go to the quarantine."""
+        seen_columns: set[str] = set()
+        present = dict.fromkeys(REQUIRED_FIELDS, False)
+        any_object = False
+        for rownum, row in iter_objects(rows, self.source, self.quarantine):
+            if self.transform is not None:
+                row = self.transform(row)
+            any_object = True
+            seen_columns.update(row)
+            for name in present:
+                present[name] = present[name] or self._has(row, name)
+            problem = self._text(rownum, row, "problem")
+            answer = self._text(rownum, row, "answer") if problem is not None else None
+            if problem is not None and answer is not None:
+                yield TextRow(rownum, problem, answer, row)
+        missing = [self.columns[name] for name, found in present.items() if not found]
+        if any_object and missing:
+            raise DataError(
+                f"{self.source}: missing column(s) {', '.join(map(repr, missing))} in every row "
+                f"(columns found: {', '.join(sorted(seen_columns)) or 'none'}); map yours with "
+                f"{self.option}, {COLUMNS_HINT}"
+            )
+
+    def claim_id(self, rownum: int, row: Mapping[str, Any], item_id: str) -> bool:
+        """True for an id not seen before in this load; a repeat is quarantined."""
+        if item_id in self._ids:
+            self.quarantine.add(self.source, rownum, f"duplicate id {item_id!r}", row)
+            return False
+        self._ids.add(item_id)
+        return True
+
+
+class HubRows:
+    """Numbered rows of one Hugging Face dataset split, read once as a stream (DAPO has ~1.8M).
+
+    `sha256` is the digest of the rows' content (a JSON list, keys sorted), known after iteration.
+    """
+
+    def __init__(self, hub_id: str, split: str, dataset: Iterable[dict[str, Any]]) -> None:
+        self.hub_id, self.split, self._dataset = hub_id, split, dataset
+        self._sha256: str | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        h = hashlib.sha256(b"[")
+        for i, row in enumerate(self._dataset, start=1):
+            if i > 1:
+                h.update(b", ")
+            h.update(json.dumps(row, sort_keys=True, default=str).encode())
+            yield i, row
+        h.update(b"]")
+        self._sha256 = h.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            raise RuntimeError(f"{self.hub_id}: sha256 is known only after reading every row")
+        return self._sha256
+
+
+def hub_rows(hub_id: str, split: str = "train", *, local: str = "a local file") -> HubRows:
+    """Open a Hub dataset split for `RowReader`; any failure (offline, no such repo or split,
+    auth) is one DataError naming the dataset and `local`, the option that avoids the Hub."""
+    datasets = require("datasets", "core")
+    try:
+        ds = datasets.load_dataset(hub_id, split=split)
+    except Exception as exc:  # offline, missing repo or split, auth: all end here
+        raise DataError(
+            f"cannot load {hub_id} (split {split!r}) from the Hugging Face Hub "
+            f"({type(exc).__name__}: {exc}); offline? use {local}"
+        ) from exc
+    return HubRows(hub_id, split, ds)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -1,4 +1,4 @@
-"""Shared fixtures: the bundled tiny model, one engine of each backend per test session.
+"""Shared fixtures: the test data folder, the bundled tiny model, one engine of each backend per session.
 
 Engines start once per session (vLLM takes minutes on CPU); tests that need them are `slow`.
 """
@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"test data folder {SHARED_DATA} is missing (shared/ beside the checkout)")
-    return SHARED_DATA
+def data_dir() -> Path:
+    """tests/data: subsets of MATH-500, Omni-MATH and DAPO (origin and licences in its README.md).
+    AIME 2025 / HMMT Feb 2025 come bundled with pope_eval: `benchmarks.bundled_file(name)`."""
+    return Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Tests for pope_data.decontam: planted eval problems are removed, near-misses are kept.
 
-Eval sets are the real AIME 2025 / HMMT Feb 2025 files in shared/data; training files are written here.
+Eval sets are the real AIME 2025 / HMMT Feb 2025 files bundled with pope_eval; training files are written here.
 """
 
 from __future__ import annotations
@@ -22,21 +22,21 @@ from pope_data.decontam import (
 )
 from pope_data.records import Problem
 from pope_data.sources import load_problems
+from pope_eval.benchmarks import bundled_file
 from pope_eval.datafiles import iter_rows
-from pope_eval.errors import ConfigError, DataError
+from pope_eval.errors import ConfigError
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 NOVEL = ("zebra quartz violin meadow lantern cobalt harbor pepper glacier orchid tundra falcon "
          "marble saffron canyon velvet ember willow nectar prism").split()
 
 
 def _eval_set(name: str) -> list[tuple[str, str]]:
-    return [(row["id"], row["problem"]) for _, row in iter_rows(DATA / name)]
+    return [(row["id"], row["problem"]) for _, row in iter_rows(bundled_file(name))]
 
 
 @pytest.fixture(scope="module")
 def eval_sets() -> dict[str, list[tuple[str, str]]]:
-    return {"aime2025": _eval_set("aime2025.jsonl"), "hmmt_feb_2025": _eval_set("hmmt_feb_2025.jsonl")}
+    return {"aime2025": _eval_set("aime2025"), "hmmt_feb_2025": _eval_set("hmmt_feb_2025")}
 
 
 def _aime(eval_sets, item_id: str) -> str:
@@ -60,8 +60,9 @@ def _write_training_file(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_planted_aime_problem_in_a_training_file_is_removed_and_reported(tmp_path, eval_sets):
-    math500 = [row for _, row in iter_rows(DATA / "math500.jsonl")][:200]
+def test_planted_aime_problem_in_a_training_file_is_removed_and_reported(tmp_path, eval_sets,
+                                                                          data_dir):
+    math500 = [row for _, row in iter_rows(data_dir / "math500.jsonl")]  # 150 rows
     planted = _reworded(_aime(eval_sets, "aime2025-I-1"))
     planted_long = _reworded(_aime(eval_sets, "aime2025-II-7"))
     assert planted != _aime(eval_sets, "aime2025-I-1")
@@ -71,7 +72,7 @@ def test_planted_aime_problem_in_a_training_file_is_removed_and_reported(tmp_pat
             {"id": "planted-2", "problem": planted_long, "answer": "1"}]
     train = _write_training_file(tmp_path / "train.jsonl", rows)
     problems = load_problems("generic", path=str(train))
-    assert len(problems) == 202
+    assert len(problems) == 152
 
     result = decontaminate(problems, eval_sets=eval_sets)
 
@@ -89,7 +90,7 @@ def test_planted_aime_problem_in_a_training_file_is_removed_and_reported(tmp_pat
     report = json.loads((tmp_path / DECONTAMINATION_FILE).read_text())
     assert {r["problem_id"] for r in report["removed"]} == {"planted-1", "planted-2"}
     assert report["not_checked"] == {"extra.jsonl": "no such file"}
-    assert report["kept"] == 200 and report["ngram"] == 8 and report["threshold"] == 0.5
+    assert report["kept"] == 150 and report["ngram"] == 8 and report["threshold"] == 0.5
 
 
 def test_normalisation_ignores_spacing_delimiters_and_braces():
@@ -148,21 +149,40 @@ def test_bad_settings_name_the_field(eval_sets, kwargs, field):
 
 
 def test_load_eval_sets_reports_sets_it_cannot_load(tmp_path, monkeypatch):
-    import pope_eval.benchmarks as benchmarks
+    import datasets
 
-    def offline(bench):
-        raise DataError(f"cannot load {bench.hub_id} from the Hugging Face Hub (offline)")
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
 
-    monkeypatch.setattr(benchmarks, "_hub_rows", offline)
+    monkeypatch.setattr(datasets, "load_dataset", offline)
     missing = tmp_path / "missing.jsonl"
     eval_sets, not_checked = load_eval_sets(
-        [str(DATA / "aime2025.jsonl"), "hmmt_feb_2025", str(missing)])
+        [str(bundled_file("aime2025")), "hub:MathArena/hmmt_feb_2025", str(missing)])
     assert list(eval_sets) == ["aime2025"]
     assert len(eval_sets["aime2025"]) == 30
     assert eval_sets["aime2025"][0][0] == "aime2025-I-1"
-    assert set(not_checked) == {"hmmt_feb_2025", str(missing)}
-    assert "MathArena/hmmt_feb_2025" in not_checked["hmmt_feb_2025"]
+    assert set(not_checked) == {"hub:MathArena/hmmt_feb_2025", str(missing)}
+    assert not_checked["hub:MathArena/hmmt_feb_2025"] == (
+        "cannot load MathArena/hmmt_feb_2025 (split 'train') from the Hugging Face Hub "
+        "(ConnectionError: no network); offline? use a bundled name (aime2025, hmmt_feb_2025) "
+        "or --decontam-against PATH")
     assert "no such file" in not_checked[str(missing)]
+
+
+def test_default_eval_sets_load_offline_from_the_bundled_files(monkeypatch):
+    import pope_eval.benchmarks as benchmarks
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the Hub must not be touched for bundled eval sets")
+
+    monkeypatch.setattr(benchmarks, "hub_rows", no_hub)
+    start = time.perf_counter()
+    eval_sets, not_checked = load_eval_sets()
+    assert time.perf_counter() - start < 5
+    assert not_checked == {}
+    assert {name: len(items) for name, items in eval_sets.items()} == {
+        "aime2025": 30, "hmmt_feb_2025": 30}
+    assert eval_sets["hmmt_feb_2025"][0][0] == "hmmt-feb-2025-1"
 
 
 def test_seventeen_thousand_problems_against_sixty_items_is_fast(eval_sets):

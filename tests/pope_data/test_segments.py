@@ -11,13 +11,13 @@ from pope_eval.datafiles import iter_rows
 from pope_eval.errors import ConfigError, DataError
 
 
-def _math500(shared_data):
-    return [r["solution"] for _, r in iter_rows(shared_data / "math500.jsonl")]
+def _math500(data_dir):
+    return [r["solution"] for _, r in iter_rows(data_dir / "math500.jsonl")]
 
 
 @pytest.mark.parametrize("mode", ["steps", "sentences"])
-def test_prefixes_rejoin_to_the_original_on_math500(shared_data, mode):
-    for sol in _math500(shared_data):
+def test_prefixes_rejoin_to_the_original_on_math500(data_dir, mode):
+    for sol in _math500(data_dir):
         seg = segment(sol, mode)
         assert "".join(seg.segments()) == sol
         assert seg.prefix(len(seg)) == sol and seg.prefix(0) == ""
@@ -31,14 +31,14 @@ _MATH = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\$(?:\\.|[^$\\])+\$|\\begin\{(\w+\*
                    re.DOTALL)
 
 
-def test_sentences_never_cut_inside_math_on_math500(shared_data):
+def test_sentences_never_cut_inside_math_on_math500(data_dir):
     cuts = 0
-    for sol in _math500(shared_data):
+    for sol in _math500(data_dir):
         spans = [(m.start(), m.end()) for m in _MATH.finditer(sol)]
         for end in segment(sol, "sentences").ends[:-1]:
             cuts += 1
             assert not any(a < end < b for a, b in spans), (sol, end)
-    assert cuts > 500  # the splitter really splits
+    assert cuts > 300  # the splitter really splits (382 cuts in the 150 solutions)
 
 
 def test_sentence_rules():
@@ -80,8 +80,8 @@ def test_fallback_is_always_shorter_than_a_quarter(solution, seed):
     assert len(text) < len(solution) / 4 and frac == len(text) / len(solution)
 
 
-def test_fallback_is_seeded_and_nonempty_on_real_solutions(shared_data):
-    sols = [s for s in _math500(shared_data) if len(s) > 200][:50]
+def test_fallback_is_seeded_and_nonempty_on_real_solutions(data_dir):
+    sols = [s for s in _math500(data_dir) if len(s) > 200][:50]
     for i, s in enumerate(sols):
         a = fallback_prefix(s, f"p{i}")
         assert a == fallback_prefix(s, f"p{i}") and a[0] and a[1] < 0.25

@@ -1,4 +1,4 @@
-"""Sources on real rows of shared/data, Hub-shaped DAPO rows, and malformed files."""
+"""Sources on real rows of tests/data, Hub-shaped DAPO rows, and malformed files."""
 
 import json
 
@@ -10,26 +10,26 @@ from pope_eval.datafiles import Quarantine
 from pope_eval.errors import ConfigError
 
 
-def test_omni_math_rows_with_filters(shared_data):
-    rows = [json.loads(x) for x in (shared_data / "omni_math_sample.jsonl").read_text().splitlines()]
-    problems = load_problems("omni-math", path=str(shared_data / "omni_math_sample.jsonl"))
+def test_omni_math_rows_with_filters(data_dir):
+    rows = [json.loads(x) for x in (data_dir / "omni_math_sample.jsonl").read_text().splitlines()]
+    problems = load_problems("omni-math", path=str(data_dir / "omni_math_sample.jsonl"))
     assert len(problems) == len(rows)
     first = problems[0]
     assert (first.id, first.problem, first.solution, first.answer) == (
         rows[0]["id"], rows[0]["problem"].strip(), rows[0]["solution"], rows[0]["answer"])
-    hard = load_problems("omni-math", path=str(shared_data / "omni_math_sample.jsonl"),
+    hard = load_problems("omni-math", path=str(data_dir / "omni_math_sample.jsonl"),
                          difficulty=(7, None), domain="geometry")
     assert hard and all(p.difficulty >= 7 and "geometry" in p.domain.lower() for p in hard)
 
 
-def test_math500_through_the_generic_source(shared_data):
-    problems = load_problems("generic", path=str(shared_data / "math500.jsonl"), limit=10)
+def test_math500_through_the_generic_source(data_dir):
+    problems = load_problems("generic", path=str(data_dir / "math500.jsonl"), limit=10)
     assert len(problems) == 10 and all(p.solution and "\\boxed" in p.solution for p in problems)
     assert problems[0].id == "math500-precalculus-807"
 
 
-def test_local_dapo_sample_has_no_solutions(shared_data):
-    problems = load_problems("dapo", path=str(shared_data / "dapo_sample.jsonl"))
+def test_local_dapo_sample_has_no_solutions(data_dir):
+    problems = load_problems("dapo", path=str(data_dir / "dapo_sample.jsonl"))
     assert len(problems) == 150
     assert all(p.solution is None and p.answer.lstrip("-").isdigit() for p in problems)
     assert all(p.id.startswith("dapo-") for p in problems)
