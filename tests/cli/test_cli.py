@@ -7,6 +7,8 @@ from pope_cli.data import app as data_app
 from pope_cli.eval import app as eval_app
 from typer.testing import CliRunner
 
+from pope_eval.benchmarks import bundled_file
+
 runner = CliRunner()
 
 
@@ -63,13 +65,13 @@ def test_build_bad_options_exit_non_zero(tmp_path):
     assert res.exit_code == 2 and "no such file" in text(res)
 
 
-def test_decontaminate_command_on_a_planted_problem(tmp_path, shared_data):
-    aime = json.loads((shared_data / "aime2025.jsonl").read_text().splitlines()[3])
+def test_decontaminate_command_on_a_planted_problem(tmp_path):
+    aime = json.loads(bundled_file("aime2025").read_text().splitlines()[3])
     train = tmp_path / "train.jsonl"
     train.write_text(json.dumps({"problem": aime["problem"].replace(" ", "   "), "answer": "1"})
                      + "\n" + json.dumps({"problem": "Compute 2+2.", "answer": "4"}) + "\n")
     res = runner.invoke(data_app, ["decontaminate", str(train), "--against",
-                                   str(shared_data / "aime2025.jsonl"), "--out",
+                                   str(bundled_file("aime2025")), "--out",
                                    str(tmp_path / "d")])
     assert res.exit_code == 0, res.output
     kept = (tmp_path / "d" / "kept.jsonl").read_text().splitlines()

@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import datasets
 import polars as pl
@@ -15,12 +14,13 @@ import pytest
 
 from pope_data.build import BuildConfig, merge, run_build
 from pope_data.synthetic import generate_synthetic
+from pope_eval.benchmarks import bundled_file
 from pope_eval.engines import EngineConfig
 from pope_eval.errors import ConfigError, DataError, EngineError
 from tests.pope_data.fake_engine import ScriptedEngine
 
 CONFIGS = ("hard", "guided", "mix", "easy", "prefixes")
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+AIME = bundled_file("aime2025")
 
 
 def _problems_file(tmp_path, count=8):
@@ -39,8 +39,7 @@ def _engine(problems, easy=(0,)):
 def _config(tmp_path, path, **kw):
     base = dict(out=str(tmp_path / "out"), source="generic", path=str(path), limit=None, k=2,
                 n=2, wave_size=1, max_tokens=16, engine=EngineConfig(engine="transformers"),
-                validation_fraction=0.25,
-                decontam_against=(str(DATA / "aime2025.jsonl"), str(DATA / "hmmt_feb_2025.jsonl")))
+                validation_fraction=0.25, decontam_against=("aime2025", "hmmt_feb_2025"))
     base.update(kw)
     return BuildConfig(**base)
 
@@ -107,16 +106,16 @@ def test_dead_engine_mid_run_keeps_a_resumable_journal(tmp_path):
     assert s.hard == 7
 
 
-def test_problems_without_solutions_are_skipped_with_a_count(tmp_path, shared_data):
-    s = run_build(_config(tmp_path, shared_data / "dapo_sample.jsonl", source="dapo", limit=4),
-                  engine=_dapo_engine(shared_data))
+def test_problems_without_solutions_are_skipped_with_a_count(tmp_path, data_dir):
+    s = run_build(_config(tmp_path, data_dir / "dapo_sample.jsonl", source="dapo", limit=4),
+                  engine=_dapo_engine(data_dir))
     assert s.hard == 4 and s.no_solution == 4 and s.guided == 0
     assert s.counts["hard"]["train"] + s.counts["hard"]["validation"] == 4
     assert "without a solution (unguided rows only): 4" in (tmp_path / "out" / "report.md").read_text()
 
 
-def _dapo_engine(shared_data):
-    rows = [json.loads(x) for x in (shared_data / "dapo_sample.jsonl").read_text().splitlines()[:4]]
+def _dapo_engine(data_dir):
+    rows = [json.loads(x) for x in (data_dir / "dapo_sample.jsonl").read_text().splitlines()[:4]]
     return ScriptedEngine({r["problem"]: r["answer"] for r in rows}, {r["problem"]: 99 for r in rows})
 
 
@@ -163,17 +162,17 @@ TINY = ["--engine", "transformers", "--k", "2", "--n", "2", "--wave-size", "1",
 
 
 @pytest.mark.slow
-def test_end_to_end_on_math500_with_the_tiny_model(tmp_path, shared_data, hf_engine):
+def test_end_to_end_on_math500_with_the_tiny_model(tmp_path, data_dir, hf_engine):
     cfg = BuildConfig(out=str(tmp_path / "m"), source="generic",
-                      path=str(shared_data / "math500.jsonl"), limit=6, k=2, n=2, wave_size=1,
+                      path=str(data_dir / "math500.jsonl"), limit=6, k=2, n=2, wave_size=1,
                       max_tokens=40, engine=EngineConfig(engine="transformers"),
-                      decontam_against=(str(shared_data / "aime2025.jsonl"),))
+                      decontam_against=("aime2025",))
     s = run_build(cfg, engine=hf_engine)
     out = tmp_path / "m"
     assert s.problems == 6 and s.hard + s.easy == 6
     prefixes = pl.read_parquet(out / "prefixes.parquet")
     assert prefixes.height == s.guided == s.hard
-    solutions = {r["id"]: r["solution"] for r in map(json.loads, (shared_data / "math500.jsonl")
+    solutions = {r["id"]: r["solution"] for r in map(json.loads, (data_dir / "math500.jsonl")
                                                      .read_text().splitlines()[:6])}
     for r in prefixes.iter_rows(named=True):
         assert solutions[r["problem_id"]].startswith(r["prefix_text"])
@@ -235,9 +234,9 @@ def test_bad_config_names_the_field():
         BuildConfig(shard="3/2")
 
 
-def test_planted_eval_problem_is_removed_before_curation(tmp_path, shared_data):
+def test_planted_eval_problem_is_removed_before_curation(tmp_path):
     problems, path = _problems_file(tmp_path, 4)
-    aime = json.loads((shared_data / "aime2025.jsonl").read_text().splitlines()[0])
+    aime = json.loads(AIME.read_text().splitlines()[0])
     planted = {"id": "planted", "problem": "  " + aime["problem"].replace(" ", "  ") + " ",
                "answer": aime["answer"], "solution": "a\nb\nc", "source": "x"}
     with path.open("a") as fh:
@@ -249,8 +248,8 @@ def test_planted_eval_problem_is_removed_before_curation(tmp_path, shared_data):
     assert report["removed"][0]["eval_id"] == aime["id"]
 
 
-def test_oracle_solutions_unlock_guidance_for_answer_only_problems(tmp_path, shared_data):
-    rows = [json.loads(x) for x in (shared_data / "dapo_sample.jsonl").read_text().splitlines()[:3]]
+def test_oracle_solutions_unlock_guidance_for_answer_only_problems(tmp_path, data_dir):
+    rows = [json.loads(x) for x in (data_dir / "dapo_sample.jsonl").read_text().splitlines()[:3]]
     answers = {r["problem"]: r["answer"] for r in rows}
     base = ScriptedEngine(answers, {r["problem"]: 2 for r in rows})  # needs 2 solution lines
 
@@ -267,7 +266,7 @@ def test_oracle_solutions_unlock_guidance_for_answer_only_problems(tmp_path, sha
                 out.append(GenerationResult(r, tuple(Sample(text, 9, "stop") for _ in range(r.n))))
             return out
 
-    cfg = _config(tmp_path, shared_data / "dapo_sample.jsonl", source="dapo", limit=3,
+    cfg = _config(tmp_path, data_dir / "dapo_sample.jsonl", source="dapo", limit=3,
                   solve=True, solve_n=2)
     s = run_build(cfg, engine=base, oracle_engine=Oracle({}, {}))
     assert s.hard == 3 and s.oracle_unsolved == 1 and s.no_solution == 1 and s.guided == 2

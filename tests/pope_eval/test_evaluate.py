@@ -1,18 +1,17 @@
 """pass@k runs: outputs, the estimator recomputed from per-problem counts, resume, refusals."""
 
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest
 
 from pope_eval import passk
+from pope_eval.benchmarks import bundled_file
 from pope_eval.engines import Engine, EngineConfig, GenerationResult, Sample
 from pope_eval.errors import ConfigError
 from pope_eval.evaluate import PassAtKConfig, run_pass_at_k
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-AIME = DATA / "aime2025.jsonl"
+AIME = bundled_file("aime2025")
 
 
 class ScriptedEngine(Engine):

@@ -3,21 +3,19 @@
 import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
+from pope_eval.benchmarks import bundled_file
 from pope_eval.grading import Grader, extract_answer, grade_many
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def _answers(name):
-    return {r["id"]: r["answer"] for r in map(json.loads, (DATA / name).read_text().splitlines())}
+    return {r["id"]: r["answer"] for r in map(json.loads, bundled_file(name).read_text().splitlines())}
 
 
-AIME = _answers("aime2025.jsonl")
-HMMT = _answers("hmmt_feb_2025.jsonl")
+AIME = _answers("aime2025")
+HMMT = _answers("hmmt_feb_2025")
 
 CASES = [
     # (gold, prediction, verdict)

@@ -13,7 +13,6 @@ import pytest
 from pope_eval.prompts import guided_messages, problem_messages
 
 HAS_VERL = importlib.util.find_spec("verl") is not None
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # (problem id, problem, answer, solution segments): the prefix is the first segment.
 PROBLEMS = [

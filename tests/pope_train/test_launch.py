@@ -19,8 +19,6 @@ from pope_train.launch import (
     require_verl,
 )
 
-from .conftest import SHARED_DATA
-
 
 def test_launch_config_validation(export_dir):
     with pytest.raises(ConfigError, match="unknown config 'nope'"):
@@ -70,7 +68,7 @@ def test_plan_uses_the_configs_export_subsets(export_dir, tiny_model_dir, tmp_pa
 
     plan = plan_launch(LaunchConfig(config=name, model=str(tiny_model_dir),
                                     export_dir=str(export_dir), work_dir=str(tmp_path),
-                                    benchmarks=(str(SHARED_DATA / "aime2025.jsonl"),),
+                                    benchmarks=("aime2025",),
                                     overrides=("trainer.total_epochs=2",)))
     assert plan.train_files == tuple(str((export_dir / s / "train.parquet").resolve())
                                      for s in TRAIN_SETS[name])
