@@ -1,7 +1,8 @@
-"""Grading throughput with 1 vs 2 worker processes on 500 real (gold, prediction) pairs from MATH-500.
+"""Grading throughput with 1 vs 2 worker processes on real (gold, prediction) pairs from MATH-500.
 
-`python bench/grading.py [--data ../shared/data/math500.jsonl] [--json FILE]`: the predictions are the
-MATH-500 reference solutions (\\boxed{} answers) and, for every other row, a wrong answer.
+`python bench/grading.py [--data FILE] [--json FILE]`: the predictions are the MATH-500 reference
+solutions (\\boxed{} answers) and, for every other row, a wrong answer. The default data is the
+150-row subset in tests/data; the figures in bench/RESULTS.md before it used all 500 rows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pope_eval.grading import Grader  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math500.jsonl"
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "math500.jsonl"
 
 
 def pairs(path: Path) -> tuple[list[str], list[str]]:
@@ -48,7 +49,8 @@ def main(argv=None) -> int:
         rows[workers] = {"seconds": round(dt, 2), "samples_per_s": round(len(res) / dt, 1),
                          "statuses": counts}
     speedup = rows[2]["samples_per_s"] / rows[1]["samples_per_s"]
-    print(f"{len(preds)} MATH-500 pairs (every other prediction wrong), best of {args.repeats}\n")
+    print(f"{len(preds)} MATH-500 pairs from {args.data} (every other prediction wrong), "
+          f"best of {args.repeats}\n")
     print("| workers | seconds | samples/s | statuses |")
     print("|---:|---:|---:|---|")
     for w, r in rows.items():
