@@ -17,14 +17,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pope_data.synthetic import generate_synthetic  # noqa: E402
-from pope_eval.engines import EngineConfig, GenerationRequest, make_engine  # noqa: E402
+from pope_eval.engines import EngineConfig, GenerationRequest, Sampling, make_engine  # noqa: E402
 from pope_eval.prompts import problem_messages  # noqa: E402
 
 
 def requests(count: int, samples: int, max_tokens: int) -> list[GenerationRequest]:
     problems = generate_synthetic(count, seed=11, difficulty=3)
     return [GenerationRequest(messages=tuple(problem_messages(p.problem)), n=samples,
-                              max_tokens=max_tokens, temperature=0.8, top_p=0.95, seed=i)
+                              sampling=Sampling(max_tokens=max_tokens, temperature=0.8, top_p=0.95),
+                              seed=i)
             for i, p in enumerate(problems)]
 
 

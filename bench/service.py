@@ -16,12 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pope_data.build import BuildConfig, run_build  # noqa: E402
+from pope_data.build import run_build  # noqa: E402
+from pope_data.config import BuildConfig  # noqa: E402
 from pope_data.journal import Journal  # noqa: E402
 from pope_data.search import make_strategy  # noqa: E402
 from pope_data.service import SearchService, SearchTask, probe_seed  # noqa: E402
 from pope_data.synthetic import generate_synthetic  # noqa: E402
-from pope_eval.engines import EngineConfig, GenerationRequest, make_engine  # noqa: E402
+from pope_eval.engines import EngineConfig, GenerationRequest, Sampling, make_engine  # noqa: E402
 from pope_eval.prompts import problem_messages  # noqa: E402
 
 
@@ -35,16 +36,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     problems = generate_synthetic(args.problems, seed=21)
     engine = make_engine(EngineConfig(engine=args.engine, max_batch_size=128))
-    kw = dict(max_tokens=args.max_tokens, temperature=0.8, top_p=0.95)
+    sampling = Sampling(max_tokens=args.max_tokens, temperature=0.8, top_p=0.95)
     # Warm-up outside the timings.
-    engine.generate([GenerationRequest(prompt="Warm up.", n=2, max_tokens=8)])
+    engine.generate([GenerationRequest(prompt="Warm up.", n=2, sampling=Sampling(max_tokens=8))])
 
     reqs = []
     for p in problems:
         probe = make_strategy("once", problem_id=p.id, min_prefix=0, max_prefix=0,
                               n=args.k).next_probes()[0]
         reqs.append(GenerationRequest(messages=tuple(problem_messages(p.problem)), n=args.k,
-                                      seed=probe_seed(0, "curate", probe), **kw))
+                                      sampling=sampling, seed=probe_seed(0, "curate", probe)))
     t = time.perf_counter()
     raw = engine.generate(reqs)
     raw_s = time.perf_counter() - t
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         journal = Journal.open(Path(tmp) / "j.sqlite", {})
-        service = SearchService(engine, journal, samples_per_batch=args.problems * args.k, **kw)
+        service = SearchService(engine, journal, sampling=sampling,
+                                samples_per_batch=args.problems * args.k)
         tasks = [SearchTask(p, make_strategy("once", problem_id=p.id, min_prefix=0,
                                              max_prefix=0, n=args.k)) for p in problems]
         t = time.perf_counter()
@@ -62,7 +64,8 @@ def main(argv=None) -> int:
         cache = getattr(engine, "prefix_cache_stats", lambda: None)()
 
         # Resume cost: a small finished build, run again.
-        cfg = BuildConfig(out=str(Path(tmp) / "build"), limit=6, k=2, n=2, max_tokens=32,
+        cfg = BuildConfig(out=str(Path(tmp) / "build"), limit=6, k=2, n=2,
+                          sampling=Sampling(max_tokens=32, temperature=0.8, top_p=0.95),
                           engine=EngineConfig(engine=args.engine))
         run_build(cfg, engine=engine)
         before = Journal.open(Path(tmp) / "build" / "journal.sqlite", cfg.fingerprint()).tokens()

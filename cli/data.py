@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from pope_cli.common import (
+    PlainProgress,
     command_line,
     console,
     engine_config,
@@ -20,74 +21,94 @@ from pope_cli.common import (
 )
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pope_data.config import RETENTION, BuildConfig, source_names
+from pope_data.search import strategy_names
+from pope_data.segments import MODES
+from pope_eval.engines import EngineConfig, Sampling, engine_names
+
 app = typer.Typer(help="Curate hard sets and minimal-prefix guided datasets for POPE.",
                   no_args_is_help=True)
 
 
+_D = BuildConfig()  # the defaults live in BuildConfig; the options repeat none of them
+
+
 @app.command("build")
 def build_cmd(
-    out: Annotated[Path, typer.Option(help="Output folder (re-running with it resumes).")] = Path("pope-out"),
-    source: Annotated[str, typer.Option(help="synthetic, omni-math, dapo, dapo-processed or generic.")] = "synthetic",
+    out: Annotated[Path, typer.Option(help="Output folder (re-running with it resumes).")] = Path(_D.out),
+    source: Annotated[str, typer.Option(help=f"One of {', '.join(source_names())}.")] = _D.source,
     path: Annotated[str | None, typer.Option(help="Local jsonl/json/parquet file for the source.")] = None,
     hub_id: Annotated[str | None, typer.Option(help="Hub dataset id (overrides the source's).")] = None,
     columns: Annotated[str | None, typer.Option(help="Column mapping, e.g. 'problem=question,answer=final'.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Problems to take (synthetic: how many to make).")] = 16,
+    limit: Annotated[int | None, typer.Option(help="Problems to take (synthetic: how many to make).")] = _D.limit,
     difficulty_min: Annotated[float | None, typer.Option()] = None,
     difficulty_max: Annotated[float | None, typer.Option()] = None,
     domain: Annotated[str | None, typer.Option(help="Keep problems whose domain contains this.")] = None,
-    model: Annotated[str, typer.Option(help="Hub id, local folder, or 'smollm2-135m'.")] = "smollm2-135m",
-    engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
+    synthetic_difficulty: Annotated[int, typer.Option(help="synthetic source: difficulty 1-5.")] = _D.synthetic_difficulty,
+    model: Annotated[str, typer.Option(help="Hub id, local folder, or 'smollm2-135m'.")] = _D.engine.model,
+    engine: Annotated[str, typer.Option(help=f"One of {', '.join(engine_names())}.")] = _D.engine.engine,
     endpoint: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible base URL (repeat for several).")] = None,
     ray: Annotated[str | None, typer.Option("--ray", help="Ray cluster for engine replicas: local, auto or host:port.")] = None,
     replicas: Annotated[int, typer.Option(help="Engine replicas (Ray actors; needs --ray).")] = 1,
-    k: Annotated[int, typer.Option(help="Unguided samples per problem for the hard set.")] = 4,
-    n: Annotated[int, typer.Option(help="Samples per probed prefix.")] = 4,
-    wave_size: Annotated[int, typer.Option(help="Samples per wave in sequential strategies.")] = 2,
-    strategy: Annotated[str, typer.Option(help="sweep, bisect, sweep-seq or bisect-seq.")] = "bisect-seq",
-    segmenter: Annotated[str, typer.Option(help="steps, sentences or tokens.")] = "steps",
-    max_tokens: Annotated[int, typer.Option()] = 192,
-    temperature: Annotated[float, typer.Option()] = 0.8,
-    top_p: Annotated[float, typer.Option()] = 0.95,
-    seed: Annotated[int, typer.Option()] = 0,
-    validation_fraction: Annotated[float, typer.Option()] = 0.1,
+    k: Annotated[int, typer.Option(help="Unguided samples per problem for the hard set.")] = _D.k,
+    n: Annotated[int, typer.Option(help="Samples per probed prefix.")] = _D.n,
+    wave_size: Annotated[int, typer.Option(help="Samples per wave in sequential strategies.")] = _D.wave_size,
+    strategy: Annotated[str, typer.Option(help=f"One of {', '.join(strategy_names())}.")] = _D.strategy,
+    segmenter: Annotated[str, typer.Option(help=f"One of {', '.join(MODES)}.")] = _D.segmenter,
+    segment_tokens: Annotated[int, typer.Option(help="--segmenter tokens: tokens per segment.")] = _D.segment_tokens,
+    max_tokens: Annotated[int, typer.Option()] = _D.sampling.max_tokens,
+    temperature: Annotated[float, typer.Option()] = _D.sampling.temperature,
+    top_p: Annotated[float, typer.Option()] = _D.sampling.top_p,
+    seed: Annotated[int, typer.Option()] = _D.sampling.seed,
+    validation_fraction: Annotated[float, typer.Option()] = _D.validation_fraction,
     shard: Annotated[str | None, typer.Option(help="I/N: this machine's share of the problems.")] = None,
-    batch_samples: Annotated[int, typer.Option(help="Samples per engine call.")] = 256,
-    concurrency: Annotated[int, typer.Option(help="openai: requests in flight per endpoint.")] = 32,
+    batch_samples: Annotated[int, typer.Option(help="Samples per engine call.")] = _D.samples_per_batch,
+    retention: Annotated[str, typer.Option(help=f"Sample texts the journal keeps: {', '.join(RETENTION)}.")] = _D.retention,
+    concurrency: Annotated[int, typer.Option(help="openai: requests in flight per endpoint.")] = _D.engine.concurrency,
+    request_timeout: Annotated[float, typer.Option(help="openai: seconds to wait for one reply.")] = _D.engine.request_timeout,
+    max_retries: Annotated[int, typer.Option(help="openai: retries of a failed request.")] = _D.engine.max_retries,
     no_send_seed: Annotated[bool, typer.Option("--no-send-seed", help="openai: omit per-request seeds (vLLM CPU servers).")] = False,
-    decontaminate: Annotated[bool, typer.Option(help="Drop problems overlapping the eval sets.")] = True,
+    decontaminate: Annotated[bool, typer.Option(help="Drop problems overlapping the eval sets.")] = _D.decontaminate,
     decontam_against: Annotated[list[str] | None, typer.Option(help="Eval set name or file (repeat); default aime2025 + hmmt_feb_2025.")] = None,
     solve: Annotated[bool, typer.Option("--solve", help="Have an oracle model write solutions for hard problems without one (DAPO).")] = False,
     oracle_model: Annotated[str | None, typer.Option(help="Oracle model (default: --model).")] = None,
-    oracle_engine: Annotated[str, typer.Option(help="Oracle engine: auto, transformers, vllm or openai.")] = "auto",
+    oracle_engine: Annotated[str, typer.Option(help=f"Oracle engine: one of {', '.join(engine_names())}.")] = "auto",
     oracle_endpoint: Annotated[list[str] | None, typer.Option(help="Oracle OpenAI-compatible URL (repeat).")] = None,
-    solve_n: Annotated[int, typer.Option(help="Oracle attempts per problem.")] = 4,
-    solve_max_tokens: Annotated[int, typer.Option()] = 4096,
+    solve_n: Annotated[int, typer.Option(help="Oracle attempts per problem.")] = _D.solve_n,
+    solve_max_tokens: Annotated[int, typer.Option()] = _D.solve_max_tokens,
     cache_dir: Annotated[str | None, typer.Option()] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Hard set -> minimal prefixes -> guided rows, 1:1 mix, verl parquet and a report."""
     setup_logging(verbose)
-    from dataclasses import replace
+    from pope_data.build import run_build
 
-    from pope_data.build import BuildConfig, run_build
+    started = False
+    plain = PlainProgress()
 
-    with handle_errors(f"Re-run the same command to resume from {out}."):
-        ecfg = engine_config(engine=engine, model=model, seed=seed, endpoints=endpoint,
-                             max_batch_size=64, concurrency=concurrency, cache_dir=cache_dir,
-                             ray_address=ray, replicas=replicas)
-        if no_send_seed:
-            ecfg = replace(ecfg, send_seed=False)
+    def hint() -> str | None:
+        return f"Re-run the same command to resume from {out}." if started else None
+
+    with handle_errors(hint):
+        def engine_for(name: str, model_name: str, urls: list[str] | None) -> EngineConfig:
+            return engine_config(engine=name, model=model_name, seed=seed, endpoints=urls,
+                                 max_batch_size=64, concurrency=concurrency,
+                                 cache_dir=cache_dir, ray_address=ray, replicas=replicas,
+                                 request_timeout=request_timeout, max_retries=max_retries,
+                                 send_seed=not no_send_seed)
+
         config = BuildConfig(
             out=str(out), source=source, path=path, hub_id=hub_id, columns=columns, limit=limit,
             difficulty_min=difficulty_min, difficulty_max=difficulty_max, domain=domain,
-            engine=ecfg, k=k, n=n, wave_size=wave_size, strategy=strategy, segmenter=segmenter,
-            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-            validation_fraction=validation_fraction, shard=shard, samples_per_batch=batch_samples,
-            decontaminate=decontaminate, solve=solve, solve_n=solve_n,
-            solve_max_tokens=solve_max_tokens,
-            oracle=(engine_config(engine=oracle_engine, model=oracle_model, seed=seed,
-                                  endpoints=oracle_endpoint, max_batch_size=64,
-                                  concurrency=concurrency, cache_dir=cache_dir)
+            synthetic_difficulty=synthetic_difficulty,
+            engine=engine_for(engine, model, endpoint),
+            sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                              seed=seed),
+            k=k, n=n, wave_size=wave_size, strategy=strategy, segmenter=segmenter,
+            segment_tokens=segment_tokens, validation_fraction=validation_fraction, shard=shard,
+            samples_per_batch=batch_samples, retention=retention, decontaminate=decontaminate,
+            solve=solve, solve_n=solve_n, solve_max_tokens=solve_max_tokens,
+            oracle=(engine_for(oracle_engine, oracle_model, oracle_endpoint)
                     if oracle_model else None),
             **({"decontam_against": tuple(decontam_against)} if decontam_against else {}),
         )
@@ -99,6 +120,12 @@ def build_cmd(
         ) as bar:
             tasks: dict[str, int] = {}
 
+            def on_plan(plan) -> None:
+                nonlocal started
+                started = True
+                for line in plan.lines():
+                    console.print(line, highlight=False, markup=False)
+
             def progress(state) -> None:
                 if state.stage not in tasks:
                     tasks[state.stage] = bar.add_task(state.stage, stage=state.stage, inflight=0,
@@ -106,12 +133,20 @@ def build_cmd(
                 bar.update(tasks[state.stage], completed=state.problems_done,
                            inflight=state.probes_in_flight, tokens=state.generated_tokens,
                            tps=state.tokens_per_s)
+                plain(f"{state.stage}: {state.problems_done}/{state.problems_total} problems, "
+                      f"{state.generated_tokens:,} tokens, {state.tokens_per_s:.0f} tok/s",
+                      force=state.problems_done == state.problems_total)
 
-            s = run_build(config, progress=progress, command=command_line())
+            s = run_build(config, progress=progress, command=command_line(), on_plan=on_plan)
     rows = [[c, str(s.counts[c]["train"]), str(s.counts[c]["validation"])] for c in s.counts]
     print_table(f"{s.problems} problems · {s.hard} hard · {s.guided} guided "
                 f"({s.fallback} fallback) · {sum(s.tokens.values()):,} tokens",
                 ["config", "train", "validation"], rows)
+    if s.quarantined:
+        console.print(f"[yellow]{s.quarantined} rows quarantined[/]: see {out}/quarantine.jsonl",
+                      highlight=False)
+    for name, why in s.decontam_not_checked.items():
+        console.print(f"decontamination not checked against {name}: {why}", highlight=False)
     console.print(f"wrote {out}/export/, report.md, prefix_fraction.png")
 
 
@@ -121,7 +156,7 @@ def merge_cmd(
     out: Annotated[Path, typer.Option(help="Merged output folder.")] = Path("pope-out-merged"),
 ) -> None:
     """Join shard builds into one export; refuses overlapping or missing shards."""
-    from pope_data.build import merge
+    from pope_data.shards import merge
 
     with handle_errors():
         counts = merge(shards, out)

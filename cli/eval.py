@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from pope_cli.common import (
+    PlainProgress,
     command_line,
     console,
     engine_config,
@@ -27,14 +28,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from pope_eval.benchmarks import BENCHMARKS
+from pope_eval.engines import Sampling, engine_names
+
 app = typer.Typer(help="Measure pass@k with math-verify grading.", no_args_is_help=True)
+BENCHMARK_NAMES = tuple(BENCHMARKS)
 
 
 @app.command("pass-at-k")
 def pass_at_k_cmd(
-    data: Annotated[str, typer.Option(help="Benchmark name (aime2025, hmmt_feb_2025) or a .jsonl/.json/.parquet file.")] = "aime2025",
+    data: Annotated[str, typer.Option(help=f"Benchmark name ({', '.join(BENCHMARK_NAMES)}; bundled, offline), hub:ORG/NAME[:split], or a .jsonl/.json/.parquet file.")] = "aime2025",
     model: Annotated[str, typer.Option(help="Hub id, local folder, or 'smollm2-135m' (bundled, offline).")] = "smollm2-135m",
-    engine: Annotated[str, typer.Option(help="auto, transformers, vllm or openai.")] = "auto",
+    engine: Annotated[str, typer.Option(help=f"One of {', '.join(engine_names())}.")] = "auto",
     endpoint: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible base URL (repeat for several).")] = None,
     ray: Annotated[str | None, typer.Option("--ray", help="Ray cluster for engine replicas: local, auto or host:port.")] = None,
     replicas: Annotated[int, typer.Option(help="Engine replicas (Ray actors; needs --ray).")] = 1,
@@ -49,6 +54,9 @@ def pass_at_k_cmd(
     out: Annotated[Path, typer.Option(help="Run folder (re-running with it resumes).")] = Path("pope-eval-out"),
     batch_size: Annotated[int, typer.Option(help="transformers: sequences per padded batch.")] = 64,
     concurrency: Annotated[int, typer.Option(help="openai: requests in flight per endpoint.")] = 32,
+    request_timeout: Annotated[float, typer.Option(help="openai: seconds to wait for one reply.")] = 600.0,
+    max_retries: Annotated[int, typer.Option(help="openai: retries of a failed request.")] = 4,
+    no_send_seed: Annotated[bool, typer.Option("--no-send-seed", help="openai: omit per-request seeds (vLLM CPU servers).")] = False,
     cache_dir: Annotated[str | None, typer.Option(help="Converted-model cache (default ~/.cache/pope).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -56,14 +64,22 @@ def pass_at_k_cmd(
     setup_logging(verbose)
     from pope_eval.evaluate import PassAtKConfig, run_pass_at_k
 
-    hint = f"Re-run the same command to resume from {out}."
+    started = False
+    plain = PlainProgress()
+
+    def hint() -> str | None:
+        return f"Re-run the same command to resume from {out}." if started else None
+
     with handle_errors(hint):
         config = PassAtKConfig(
-            data=data, out=str(out), columns=columns, n=n, ks=parse_ks(k),
-            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, limit=limit,
+            data=data, out=str(out), columns=columns, n=n, ks=parse_ks(k), limit=limit,
+            sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                              seed=seed),
             engine=engine_config(engine=engine, model=model, seed=seed, endpoints=endpoint,
                                  max_batch_size=batch_size, concurrency=concurrency,
-                                 cache_dir=cache_dir, ray_address=ray, replicas=replicas),
+                                 cache_dir=cache_dir, ray_address=ray, replicas=replicas,
+                                 request_timeout=request_timeout, max_retries=max_retries,
+                                 send_seed=not no_send_seed),
         )
         with Progress(
             TextColumn("[bold]pass@k[/]"), BarColumn(), MofNCompleteColumn(),
@@ -73,8 +89,16 @@ def pass_at_k_cmd(
             task = bar.add_task("eval", total=None, tokens=0)
 
             def progress(state) -> None:
+                nonlocal started
+                if not started and state.quarantined:
+                    console.print(f"[yellow]{state.quarantined} rows quarantined[/] (reasons in "
+                                  f"{out}/quarantine.jsonl)", highlight=False)
+                started = True
                 bar.update(task, total=state.problems_total, completed=state.problems_done,
                            tokens=state.generated_tokens)
+                plain(f"pass@k: {state.problems_done}/{state.problems_total} problems, "
+                      f"{state.generated_tokens:,} tokens",
+                      force=state.problems_done == state.problems_total)
 
             summary = run_pass_at_k(config, progress=progress, command=command_line())
     rows = []
@@ -84,6 +108,14 @@ def pass_at_k_cmd(
                      f"{maj:.3f}" if maj is not None else "-"])
     print_table(f"{summary['data']} · {summary['model']} · {summary['problems']} problems, n = {summary['n']}",
                 ["k", "pass@k", "95% CI", "maj@k"], rows)
+    if summary["quarantined_rows"]:
+        console.print(f"[yellow]{summary['quarantined_rows']} rows quarantined[/]: see "
+                      f"{out}/quarantine.jsonl", highlight=False)
+    reasons = summary["finish_reasons"]
+    total = sum(reasons.values())
+    if total and reasons.get("length", 0) / total > 0.5:
+        console.print(f"[yellow]{reasons['length']} of {total} samples hit --max-tokens "
+                      f"{max_tokens}[/] before answering (see report.md)", highlight=False)
     console.print(f"wrote {out}/summary.json, per_problem.parquet, samples.parquet, report.md, pass_at_k.png")
 
 

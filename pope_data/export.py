@@ -1,12 +1,12 @@
-"""Guided and unguided training rows in verl's schema (plus plain columns), the 1:1 mix, splits, report.
+"""Guided and unguided training rows in verl's schema (plus plain columns), the 1:1 mix, splits.
 
 `write_export(out_dir, hard, prefixes, easy=...)` writes export/{hard,guided,mix,easy,prefixes}/
-{train,validation}.parquet (DESIGN §3); `write_report` adds report.md and prefix_fraction.png.
+{train,validation}.parquet (docs/design.md, "Data contracts"); `verl_row` builds one row, also for
+the benchmarks pope-train validates on.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 
 from pope_data.records import Problem
 from pope_eval.prompts import guided_messages, guided_text, problem_messages, problem_text
+from pope_eval.runinfo import atomic_path
+from pope_eval.seeds import stable_unit
 
 DATA_SOURCE = "pope"
 CONFIGS = ("hard", "guided", "mix", "easy", "prefixes")
@@ -42,38 +44,45 @@ class PrefixChoice:
 
 def split_of(problem_id: str, validation_fraction: float, seed: int = 0) -> str:
     """Stable split by problem id: a problem and its guided twin always land together."""
-    h = int.from_bytes(hashlib.sha256(f"split:{seed}:{problem_id}".encode()).digest()[:8], "little")
-    return "validation" if h / 2**64 < validation_fraction else "train"
+    return "validation" if stable_unit(f"split:{seed}:{problem_id}") < validation_fraction \
+        else "train"
 
 
-def _row(p: Problem, *, guided: bool, choice: PrefixChoice | None, index: int,
-         split: str) -> dict[str, Any]:
-    if guided:
-        assert choice is not None
-        messages = guided_messages(p.problem, choice.prefix_text)
-        user = guided_text(p.problem, choice.prefix_text)
+def verl_row(*, data_source: str, problem_id: str, problem: str, answer: str, split: str,
+             index: int = 0, prefix: PrefixChoice | None = None) -> dict[str, Any]:
+    """One training or validation row: verl's columns (data_source, prompt, ability,
+    reward_model, extra_info) plus plain problem/answer/solution/messages for TRL and OpenRLHF.
+    With `prefix` the prompt is the guided one (problem + oracle prefix + instruction)."""
+    if prefix is not None:
+        messages = guided_messages(problem, prefix.prefix_text)
+        user = guided_text(problem, prefix.prefix_text)
     else:
-        messages = problem_messages(p.problem)
-        user = problem_text(p.problem)
+        messages = problem_messages(problem)
+        user = problem_text(problem)
     return {
-        "data_source": f"{DATA_SOURCE}/{p.source}",
+        "data_source": data_source,
         "prompt": messages,
         "ability": "math",
-        "reward_model": {"style": "rule", "ground_truth": p.answer},
+        "reward_model": {"style": "rule", "ground_truth": answer},
         "extra_info": {
             "index": index,
             "split": split,
-            "problem_id": p.id,
-            "guided": guided,
-            "prefix_segments": choice.prefix_segments if (guided and choice) else 0,
-            "prefix_fraction": float(choice.prefix_fraction) if (guided and choice) else 0.0,
-            "fallback": bool(choice.fallback) if (guided and choice) else False,
+            "problem_id": problem_id,
+            "guided": prefix is not None,
+            "prefix_segments": prefix.prefix_segments if prefix else 0,
+            "prefix_fraction": float(prefix.prefix_fraction) if prefix else 0.0,
+            "fallback": bool(prefix.fallback) if prefix else False,
         },
         "problem": user,
-        "answer": p.answer,
-        "solution": p.answer,  # TRL's name for the reference answer column
+        "answer": answer,
+        "solution": answer,  # TRL's name for the reference answer column
         "messages": messages,
     }
+
+
+def _row(p: Problem, choice: PrefixChoice | None, split: str) -> dict[str, Any]:
+    return verl_row(data_source=f"{DATA_SOURCE}/{p.source}", problem_id=p.id,
+                    problem=p.problem, answer=p.answer, split=split, prefix=choice)
 
 
 ROW_SCHEMA = pa.schema([
@@ -101,10 +110,8 @@ PREFIX_SCHEMA = pa.schema([
 
 def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> Path:
     """Parquet through a temporary file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
     return path
 
 
@@ -119,17 +126,17 @@ def write_export(
     for p in hard:
         choice = prefixes.get(p.id)
         split = split_of(p.id, validation_fraction, seed)
-        unguided = _row(p, guided=False, choice=None, index=0, split=split)
+        unguided = _row(p, None, split)
         tables["hard"][split].append(unguided)
         if choice is None:
             continue  # no solution to guide with: unguided only (counted in the report)
-        guided = _row(p, guided=True, choice=choice, index=0, split=split)
+        guided = _row(p, choice, split)
         tables["guided"][split].append(guided)
         tables["mix"][split].extend([unguided, guided])
         tables["prefixes"][split].append(asdict(choice))
     for p in easy:
         split = split_of(p.id, validation_fraction, seed)
-        tables["easy"][split].append(_row(p, guided=False, choice=None, index=0, split=split))
+        tables["easy"][split].append(_row(p, None, split))
     rng = random.Random(seed)
     counts: dict[str, dict[str, int]] = {}
     for config, splits in tables.items():

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS probes (
 
 @dataclass(frozen=True)
 class ProbeRow:
-    """One finished probe (DESIGN §3). `texts` are the sample texts, stored compressed."""
+    """One finished probe (docs/design.md, "The journal"). `texts` are the sample texts kept
+    by the retention mode, stored compressed."""
 
     stage: str
     problem_id: str
@@ -126,6 +127,19 @@ class Journal:
                 params=json.loads(r[10]), seed=r[11], started=r[12], finished=r[13],
                 texts=json.loads(zlib.decompress(r[14])) if with_texts else [],
             )
+
+    def correct_counts(self, stage: str) -> dict[str, int]:
+        """Correct samples per problem in a stage."""
+        q = "SELECT problem_id, SUM(correct) FROM probes WHERE stage = ? GROUP BY problem_id"
+        return {pid: int(c) for pid, c in self.conn.execute(q, (stage,))}
+
+    def finish_reasons(self) -> dict[str, int]:
+        """How many samples ended for each reason (stop, length, error), all stages."""
+        counts: dict[str, int] = {}
+        for (reasons,) in self.conn.execute("SELECT finish_reasons FROM probes"):
+            for r in json.loads(reasons):
+                counts[r] = counts.get(r, 0) + 1
+        return counts
 
     def count(self, stage: str | None = None) -> int:
         q = "SELECT COUNT(*) FROM probes" + (" WHERE stage = ?" if stage else "")

@@ -46,6 +46,9 @@ class Probe:
     prefix_segments: int
     n: int
     wave: int = 0
+    # Samples already drawn at this prefix before this probe: sample j of the probe is sample
+    # offset + j of the prefix, so per-sample seeds do not depend on how samples are split in waves.
+    offset: int = 0
 
     @property
     def key(self) -> tuple[str, int, int]:

@@ -6,7 +6,6 @@ and returns their SearchResults; finished probes found in the journal are replay
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -16,9 +15,10 @@ from pope_data.journal import Journal, ProbeRow
 from pope_data.records import Probe, ProbeOutcome, Problem, SearchResult
 from pope_data.search import Strategy
 from pope_data.segments import Segmentation
-from pope_eval.engines import Engine, GenerationRequest
-from pope_eval.grading import grade_many
+from pope_eval.engines import Engine, GenerationRequest, Sampling
 from pope_eval.prompts import guided_messages
+from pope_eval.scoring import generate_and_grade
+from pope_eval.seeds import stable_int
 
 log = logging.getLogger(__name__)
 
@@ -61,26 +61,26 @@ class ServiceProgress:
 
 
 def probe_seed(seed: int, stage: str, probe: Probe) -> int:
-    """Stable per-probe seed from (global seed, stage, problem, prefix, wave)."""
-    key = f"{seed}:{stage}:{probe.problem_id}:{probe.prefix_segments}:{probe.wave}"
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
+    """Stable request seed from (run seed, stage, problem, prefix). The wave is left out on
+    purpose: with the probe's sample offset, sample j of a prefix is the same sample however the
+    prefix's samples are split into waves (so early stopping never changes a verdict)."""
+    return stable_int(f"{seed}:{stage}:{probe.problem_id}:{probe.prefix_segments}", 4)
 
 
 @dataclass
 class SearchService:
     engine: Engine
     journal: Journal
-    max_tokens: int = 512
-    temperature: float = 0.8
-    top_p: float = 0.95
-    seed: int = 0
+    sampling: Sampling = field(default_factory=Sampling)
     samples_per_batch: int = 256  # samples handed to the engine per generate() call
     grading_timeout: float = 5.0
     progress: Callable[[ServiceProgress], None] | None = None
+    # Which sample texts the journal keeps: all, correct (the rest stored as ""), none. Verdicts,
+    # counts and tokens are always kept, so resume is exact under each.
+    retention: str = "all"
 
     def params(self) -> dict:
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, **self.engine.describe()}
+        return {**self.sampling.to_dict(), **self.engine.describe()}
 
     def run(self, stage: str, tasks: list[SearchTask]) -> dict[str, SearchResult]:
         by_id = {t.problem.id: t for t in tasks}
@@ -145,35 +145,39 @@ class SearchService:
             total += p.n
         return batch, []
 
+    def _kept_texts(self, samples, statuses: list[str]) -> list[str]:
+        if self.retention == "all":
+            return [s.text for s in samples]
+        if self.retention == "correct":
+            return [s.text if st == "correct" else "" for s, st in zip(samples, statuses)]
+        return []
+
     def _run_batch(self, stage: str, batch: list[Probe], by_id: dict[str, SearchTask],
                    state: ServiceProgress) -> list[ProbeOutcome]:
         started = time.time()
-        requests = []
-        for p in batch:
-            task = by_id[p.problem_id]
-            msgs = guided_messages(task.problem.problem, task.prefix_text(p.prefix_segments))
-            requests.append(GenerationRequest(
-                messages=tuple(msgs), n=p.n, max_tokens=self.max_tokens,
-                temperature=self.temperature, top_p=self.top_p,
-                seed=probe_seed(self.seed, stage, p), tag=p.key))
-        results = self.engine.generate(requests)
-        texts = [s.text for r in results for s in r.samples]
-        golds = [by_id[p.problem_id].problem.answer for p, r in zip(batch, results)
-                 for _ in r.samples]
-        grades = iter(grade_many(texts, golds, timeout=self.grading_timeout))
+        seed = self.sampling.seed
+        requests = [
+            GenerationRequest(
+                messages=tuple(guided_messages(by_id[p.problem_id].problem.problem,
+                                               by_id[p.problem_id].prefix_text(p.prefix_segments))),
+                n=p.n, sampling=self.sampling, seed=probe_seed(seed, stage, p),
+                sample_offset=p.offset, tag=p.key)
+            for p in batch]
+        graded = generate_and_grade(self.engine, requests,
+                                    [by_id[p.problem_id].problem.answer for p in batch],
+                                    timeout=self.grading_timeout)
         rows, outcomes = [], []
         params = self.params()
-        for p, r in zip(batch, results):
-            statuses = [next(grades).status for _ in r.samples]
-            correct = sum(s == "correct" for s in statuses)
+        for p, g in zip(batch, graded):
+            r = g.result
             rows.append(ProbeRow(
                 stage=stage, problem_id=p.problem_id, prefix_segments=p.prefix_segments,
                 wave=p.wave, prefix_fraction=by_id[p.problem_id].prefix_fraction(p.prefix_segments),
-                samples=len(r.samples), correct=correct, tokens=r.generated_tokens,
-                finish_reasons=[s.finish_reason for s in r.samples], statuses=statuses,
-                params=params, seed=probe_seed(self.seed, stage, p), started=started,
-                texts=[s.text for s in r.samples]))
-            outcomes.append(ProbeOutcome(p, len(r.samples), correct, r.generated_tokens))
+                samples=len(r.samples), correct=g.correct, tokens=r.generated_tokens,
+                finish_reasons=[s.finish_reason for s in r.samples], statuses=g.statuses,
+                params=params, seed=probe_seed(seed, stage, p), started=started,
+                texts=self._kept_texts(r.samples, g.statuses)))
+            outcomes.append(ProbeOutcome(p, len(r.samples), g.correct, r.generated_tokens))
             state.generated_tokens += r.generated_tokens
         # Commit before the strategies move on: a crash after this line loses nothing.
         self.journal.record_many(rows)

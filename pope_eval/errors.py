@@ -35,3 +35,7 @@ def require(module: str, extra: str):
             f"'{module}' is not installed: install the '{extra}' extra "
             f"(pip install 'pope[{extra}]'), see README.md"
         ) from exc
+
+
+class GradingError(PopeError, RuntimeError):
+    """The grading workers cannot run (e.g. cannot start); never a per-sample verdict."""

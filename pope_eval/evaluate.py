@@ -6,7 +6,6 @@ report.md and pass_at_k.png into the run folder, and resumes from finished probl
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,23 +15,26 @@ from typing import Any
 import polars as pl
 
 from pope_eval import passk
-from pope_eval.benchmarks import LoadedBenchmark, load_benchmark
+from pope_eval.benchmarks import EvalItem, LoadedBenchmark, load_benchmark
 from pope_eval.datafiles import Quarantine
-from pope_eval.engines import Engine, EngineConfig, GenerationRequest, make_engine
-from pope_eval.errors import ConfigError
-from pope_eval.grading import STATUSES, grade_many
-from pope_eval.prompts import problem_messages
-from pope_eval.runinfo import open_run_dir, package_versions, write_json_atomic
+from pope_eval.engines import Engine, EngineConfig, GenerationRequest, LazyEngine, Sampling
+from pope_eval.errors import ConfigError, DataError
+from pope_eval.grading import STATUSES, bad_golds
+from pope_eval.prompts import check_prompt_lengths, problem_messages
+from pope_eval.runinfo import atomic_path, open_run_dir, package_versions, write_json_atomic
+from pope_eval.scoring import generate_and_grade
+from pope_eval.seeds import stable_int
 
 log = logging.getLogger(__name__)
 
 PARTS_DIR = "parts"
+# The paper's base model (Qwen3-4B-Instruct-2507) recommended sampling.
+DEFAULT_SAMPLING = Sampling(max_tokens=4096, temperature=0.7, top_p=0.8, seed=0)
 
 
 @dataclass(frozen=True)
 class PassAtKConfig:
-    """One evaluation run. Defaults follow the paper's base model (Qwen3-4B-Instruct-2507)
-    recommended sampling: temperature 0.7, top_p 0.8."""
+    """One evaluation run; validated on construction with errors naming the CLI option."""
 
     data: str = "aime2025"
     out: str = "pope-eval-out"
@@ -40,10 +42,7 @@ class PassAtKConfig:
     columns: str | None = None
     n: int = 16
     ks: tuple[int, ...] | None = None  # None = powers of two up to n
-    max_tokens: int = 4096
-    temperature: float = 0.7
-    top_p: float = 0.8
-    seed: int = 0
+    sampling: Sampling = DEFAULT_SAMPLING
     limit: int | None = None
     grading_timeout: float = 5.0
     problems_per_batch: int = 8  # problems generated (and saved) together
@@ -52,16 +51,12 @@ class PassAtKConfig:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ConfigError(f"--n: must be >= 1, got {self.n}")
-        if self.max_tokens < 1:
-            raise ConfigError(f"--max-tokens: must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(f"--temperature: must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"--top-p: must be in (0, 1], got {self.top_p}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit: must be >= 1, got {self.limit}")
         if self.problems_per_batch < 1:
-            raise ConfigError("problems_per_batch: must be >= 1")
+            raise ConfigError(f"problems_per_batch: must be >= 1, got {self.problems_per_batch}")
+        if self.grading_timeout <= 0:
+            raise ConfigError(f"grading_timeout: must be > 0, got {self.grading_timeout}")
         if self.ks is not None:
             if not self.ks:
                 raise ConfigError("--k: empty list")
@@ -79,6 +74,7 @@ class PassAtKConfig:
         """The fields that decide results; a resumed run must match them exactly."""
         d = asdict(self)
         d["engine"] = self.engine.fingerprint()
+        d["sampling"] = self.sampling.to_dict()
         for key in ("out", "ks", "problems_per_batch", "n_boot", "limit"):
             d.pop(key)  # reporting / batching only: changing them never changes a sample
         return d
@@ -89,6 +85,7 @@ class EvalProgress:
     problems_total: int
     problems_done: int = 0
     generated_tokens: int = 0
+    quarantined: int = 0
 
 
 ProgressFn = Callable[[EvalProgress], None]
@@ -96,8 +93,33 @@ ProgressFn = Callable[[EvalProgress], None]
 
 def problem_seed(seed: int, problem_id: str) -> int:
     """Stable per-problem seed (never Python's hash())."""
-    digest = hashlib.sha256(f"{seed}:{problem_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
+    return stable_int(f"{seed}:{problem_id}", 4)
+
+
+def load_items(config: PassAtKConfig, quarantine: Quarantine, *,
+               tokenizer: Any = None, context_length: int | None = None) -> LoadedBenchmark:
+    """The benchmark with every row checked before any generation: unreadable rows, gold
+    answers math-verify cannot read, and prompts that do not fit the model's context with
+    --max-tokens are quarantined with their reason."""
+    bench = load_benchmark(config.data, columns=config.columns, limit=config.limit,
+                           quarantine=quarantine)
+    items = list(bench.items)
+    for i in reversed(bad_golds([it.answer for it in items], timeout=config.grading_timeout)):
+        quarantine.add(bench.source, None, f"{items[i].id}: answer {items[i].answer!r} cannot be "
+                       "parsed by math-verify (no sample could be graded correct)")
+        del items[i]
+    if tokenizer is not None and context_length:
+        too_long = check_prompt_lengths([problem_messages(it.problem) for it in items], tokenizer,
+                                        config.sampling.max_tokens, context_length)
+        for i, tokens in reversed(too_long):
+            quarantine.add(bench.source, None, f"{items[i].id}: prompt is {tokens} tokens; with "
+                           f"--max-tokens {config.sampling.max_tokens} it exceeds the model's "
+                           f"context of {context_length} tokens")
+            del items[i]
+    if not items:
+        raise DataError(f"{config.data}: no usable problems ({len(quarantine)} rows quarantined)")
+    return LoadedBenchmark(name=bench.name, items=items, source=bench.source,
+                           sha256=bench.sha256, quarantined=len(quarantine))
 
 
 def run_pass_at_k(
@@ -107,16 +129,21 @@ def run_pass_at_k(
     progress: ProgressFn | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) an evaluation and write every output; returns the summary dict."""
+    """Run (or resume) an evaluation and write every output; returns the summary dict.
+
+    Everything is checked (data rows, gold answers, the model, prompt lengths, the output
+    folder) before run_config.json is written or a token generated.
+    """
     quarantine = Quarantine()
-    bench = load_benchmark(
-        config.data, columns=config.columns, limit=config.limit, quarantine=quarantine
-    )
-    if not bench.items:
-        raise ConfigError(f"{config.data}: no usable problems (quarantined: {len(quarantine)})")
+    tokenizer = context = None
+    if engine is None:
+        from pope_eval.models import inspect_model
+
+        tokenizer, context = inspect_model(config.engine)
+    bench = load_items(config, quarantine, tokenizer=tokenizer, context_length=context)
     fingerprint = config.fingerprint()
     fingerprint["data_sha256"] = bench.sha256
-    out = open_run_dir(config.out, fingerprint, command=command)
+    out = open_run_dir(config.out, fingerprint, command=command, has_results=_has_parts)
     if len(quarantine):
         quarantine.write(out / "quarantine.jsonl")
 
@@ -124,25 +151,26 @@ def run_pass_at_k(
     parts.mkdir(exist_ok=True)
     done_ids = _finished_ids(parts)
     todo = [item for item in bench.items if item.id not in done_ids]
-    state = EvalProgress(problems_total=len(bench.items), problems_done=len(bench.items) - len(todo))
+    state = EvalProgress(problems_total=len(bench.items),
+                         problems_done=len(bench.items) - len(todo), quarantined=len(quarantine))
     if progress:
         progress(state)
     log.info("%d problems, %d already finished", len(bench.items), state.problems_done)
 
-    owns_engine = engine is None and bool(todo)
-    if owns_engine:
-        engine = make_engine(config.engine)
+    eng = engine if engine is not None else LazyEngine(config.engine)
     try:
         for start in range(0, len(todo), config.problems_per_batch):
             batch = todo[start : start + config.problems_per_batch]
-            _run_batch(config, engine, batch, parts, state, progress)
+            _run_batch(config, eng, batch, parts, state, progress)
+        engine_desc = eng.describe()
     finally:
-        if owns_engine and engine is not None:
-            engine.close()
-
-    engine_desc = engine.describe() if engine is not None else {"engine": config.engine.engine,
-                                                                 "model": config.engine.model}
+        if engine is None:
+            eng.close()
     return finalize(out, config, bench, engine_desc, quarantined=len(quarantine))
+
+
+def _has_parts(out: Path) -> bool:
+    return any((out / PARTS_DIR).glob("part-*.parquet"))
 
 
 def _finished_ids(parts: Path) -> set[str]:
@@ -152,43 +180,37 @@ def _finished_ids(parts: Path) -> set[str]:
     return ids
 
 
-def _run_batch(config, engine, batch, parts: Path, state: EvalProgress, progress) -> None:
+def _run_batch(config: PassAtKConfig, engine: Engine, batch: list[EvalItem], parts: Path,
+               state: EvalProgress, progress: ProgressFn | None) -> None:
     requests = [
-        GenerationRequest(
-            messages=tuple(problem_messages(item.problem)),
-            n=config.n,
-            max_tokens=config.max_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            seed=problem_seed(config.seed, item.id),
-            tag=item.id,
-        )
+        GenerationRequest(messages=tuple(problem_messages(item.problem)), n=config.n,
+                          sampling=config.sampling,
+                          seed=problem_seed(config.sampling.seed, item.id), tag=item.id)
         for item in batch
     ]
-    results = engine.generate(requests)
-    texts, golds = [], []
-    for item, res in zip(batch, results):
-        for s in res.samples:
-            texts.append(s.text)
-            golds.append(item.answer)
-    grades = grade_many(texts, golds, timeout=config.grading_timeout)
+    base_tokens = state.generated_tokens
+
+    def engine_progress(requests_done: int, tokens: int) -> None:
+        # Per request inside the batch, so long batches show movement.
+        state.generated_tokens = base_tokens + tokens
+        if progress:
+            progress(state)
+
+    graded = generate_and_grade(engine, requests, [item.answer for item in batch],
+                                timeout=config.grading_timeout, progress=engine_progress)
     rows: list[dict[str, Any]] = []
-    g = iter(grades)
-    for item, res in zip(batch, results):
-        for j, s in enumerate(res.samples):
-            grade = next(g)
+    for item, g in zip(batch, graded):
+        for j, (s, grade) in enumerate(zip(g.result.samples, g.grades)):
             rows.append({
                 "id": item.id, "sample": j, "text": s.text, "tokens": s.tokens,
                 "finish_reason": s.finish_reason, "status": grade.status,
                 "extracted": grade.extracted,
             })
-        state.generated_tokens += res.generated_tokens
+    state.generated_tokens = base_tokens + sum(g.result.generated_tokens for g in graded)
     # One file per batch, written then renamed: a crash keeps every finished batch.
     index = len(list(parts.glob("part-*.parquet")))
-    final = parts / f"part-{index:06d}.parquet"
-    tmp = parts / f".part-{index:06d}.parquet.tmp"
-    pl.DataFrame(rows, schema=SAMPLE_SCHEMA).write_parquet(tmp)
-    tmp.replace(final)
+    with atomic_path(parts / f"part-{index:06d}.parquet") as tmp:
+        pl.DataFrame(rows, schema=SAMPLE_SCHEMA).write_parquet(tmp)
     state.problems_done += len(batch)
     if progress:
         progress(state)
@@ -249,7 +271,8 @@ def finalize(
         "quarantined_rows": quarantined,
         "n": config.n,
         "ks": ks,
-        "pass_at_k": passk.summarize(counts, ks, n_boot=config.n_boot, seed=config.seed),
+        "pass_at_k": passk.summarize(counts, ks, n_boot=config.n_boot,
+                                     seed=config.sampling.seed),
         "maj_at_k": {
             str(k): passk.maj_at_k(extracted["extracted"].to_list(), extracted["ok"].to_list(), k)
             for k in ks
@@ -263,10 +286,7 @@ def finalize(
         },
         "model": engine_desc.get("model", config.engine.model),
         "engine": engine_desc,
-        "sampling": {
-            "temperature": config.temperature, "top_p": config.top_p,
-            "max_tokens": config.max_tokens, "seed": config.seed,
-        },
+        "sampling": config.sampling.to_dict(),
         "versions": package_versions(),
     }
     write_json_atomic(out / "summary.json", summary)

@@ -16,14 +16,24 @@ reasoning). No such answer: `no_answer`. A gold answer math-verify cannot parse:
 from __future__ import annotations
 
 import atexit
+import json
 import logging
-import multiprocessing as mp
+import os
 import queue
 import re
+import select
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+
+from pope_eval.errors import GradingError
+from pope_eval.grading_worker import READY
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +113,27 @@ def wrap_gold(gold: str) -> str:
     return f"\\boxed{{{g}}}"
 
 
+def braces_balanced(text: str) -> bool:
+    """Unescaped `{` and `}` pair up (`\\{` and `\\}` are literal braces)."""
+    depth, i = 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                return False
+        i += 1
+    return depth == 0
+
+
 # -- verification (in worker processes) --------------------------------------------------------
-def _verify_one(gold: str, answer: str, limit: int) -> str:
+def verify_one(gold: str, answer: str, limit: int) -> str:
+    """Status of one extracted answer against its gold (runs in the worker process)."""
     from math_verify import parse, verify
 
     stage = "bad_gold"  # the status an unexpected error maps to, by the step that raised it
@@ -127,73 +156,102 @@ def _verify_one(gold: str, answer: str, limit: int) -> str:
         return stage
 
 
-def _worker_main(conn, limit: int) -> None:
-    import math_verify  # noqa: F401  (import once, before the first task)
-
-    while True:
-        try:
-            chunk = conn.recv()
-        except (EOFError, OSError):
-            return
-        if chunk is None:
-            return
-        for gold, answer in chunk:
-            conn.send(_verify_one(gold, answer, limit))
-
-
 class _Worker:
-    """One verification process, restarted after it is killed for a timeout."""
+    """One verification process (`python -m pope_eval.grading_worker`), restarted after it is
+    killed for a timeout. A worker that cannot start is a GradingError, never a `timeout`."""
 
-    def __init__(self, ctx, limit: float) -> None:
-        self.ctx = ctx
+    START_TIMEOUT_S = 120.0  # imports of a fresh worker on a busy 2-core machine
+
+    def __init__(self, limit: float) -> None:
         self.limit = limit
-        self.proc = None
-        self.conn = None
+        self.proc: subprocess.Popen | None = None
+        self._buf = b""
+        self._stderr = None
 
     def _start(self) -> None:
-        parent, child = self.ctx.Pipe()
+        import pope_eval
+
+        env = dict(os.environ)
+        # The worker imports pope_eval from where this process found it, installed or not.
+        root = str(Path(pope_eval.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        self._stderr = tempfile.TemporaryFile()
         # math-verify's own alarms fire slightly before ours; ours catches real hangs.
-        self.proc = self.ctx.Process(target=_worker_main, args=(child, max(1, int(self.limit))),
-                                     daemon=True)
-        self.proc.start()
-        child.close()
-        self.conn = parent
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pope_eval.grading_worker", str(max(1, int(self.limit)))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
+            bufsize=0)
+        self._buf = b""
+        line = self._readline(self.START_TIMEOUT_S)
+        if line != READY:
+            self._stderr.seek(0)
+            tail = self._stderr.read().decode(errors="replace")[-2000:]
+            code = self.proc.poll()
+            self.kill()
+            raise GradingError(
+                f"grading worker could not start ({sys.executable} -m pope_eval.grading_worker"
+                f"{'' if code is None else f', exit code {code}'}): "
+                f"{tail.strip() or 'no output'}")
+
+    def _readline(self, timeout: float) -> str | None:
+        """One line from the worker within `timeout` seconds; None on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            data = os.read(fd, 65536)
+            if not data:
+                return None  # the worker exited
+            self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode()
 
     def kill(self) -> None:
         if self.proc is not None:
             self.proc.kill()
-            self.proc.join(timeout=5)
-            self.conn.close()
+            self.proc.wait(timeout=5)
+            for stream in (self.proc.stdin, self.proc.stdout):
+                stream.close()
+        if self._stderr is not None:
+            self._stderr.close()
         self.proc = None
-        self.conn = None
+        self._stderr = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(b"null\n")
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+        self.kill()
 
     def run(self, items: list[tuple[str, str]]) -> list[str]:
         """Statuses for items, each under its own wall-clock deadline."""
         out: list[str] = []
         while len(out) < len(items):
-            if self.proc is None or not self.proc.is_alive():
+            if self.proc is None or self.proc.poll() is not None:
                 self.kill()
                 self._start()
-                # The first reply also waits for the worker's imports.
-                first_deadline = self.limit + 30.0
-            else:
-                first_deadline = self.limit
             rest = items[len(out):]
             try:
-                self.conn.send(rest)
-            except (BrokenPipeError, OSError):
+                self.proc.stdin.write((json.dumps(rest) + "\n").encode())
+                self.proc.stdin.flush()
+            except OSError:
                 self.kill()
                 continue
-            for j in range(len(rest)):
-                wait = first_deadline if j == 0 else self.limit
-                if self.conn.poll(wait):
-                    try:
-                        out.append(self.conn.recv())
-                        continue
-                    except (EOFError, OSError):
-                        pass  # the worker died on this item: count it as a timeout
+            for _ in rest:
+                line = self._readline(self.limit)
+                if line is not None:
+                    out.append(json.loads(line))
+                    continue
                 log.warning("grading: sample exceeded %.1fs; worker replaced", self.limit)
-                out.append("timeout")
+                out.append("timeout")  # the worker hung or died on this item
                 self.kill()
                 break
         return out
@@ -207,10 +265,9 @@ class Grader:
 
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.timeout = timeout
-        self._ctx = mp.get_context("spawn")
         self._idle: queue.Queue[_Worker] = queue.Queue()
         for _ in range(self.workers):
-            self._idle.put(_Worker(self._ctx, timeout))
+            self._idle.put(_Worker(timeout))
         self._closed = False
 
     def _run_chunk(self, items: list[tuple[str, str]]) -> list[str]:
@@ -228,7 +285,7 @@ class Grader:
         results: list[GradeResult | None] = [None] * len(predictions)
         todo: list[tuple[int, str, str]] = []
         for i, (pred, gold) in enumerate(zip(predictions, golds)):
-            if gold is None or not str(gold).strip():
+            if gold is None or not str(gold).strip() or not braces_balanced(str(gold)):
                 results[i] = GradeResult("bad_gold", None)
                 continue
             ans = extract_answer(pred if isinstance(pred, str) else "")
@@ -254,12 +311,7 @@ class Grader:
                 w = self._idle.get_nowait()
             except queue.Empty:
                 break
-            if w.conn is not None:
-                try:
-                    w.conn.send(None)
-                except OSError:
-                    pass
-            w.kill()
+            w.stop()
 
     def __enter__(self) -> Grader:
         return self
@@ -299,3 +351,14 @@ def shutdown() -> None:
         for g in _shared.values():
             g.shutdown()
         _shared.clear()
+
+
+def bad_golds(golds: Sequence[str], *, timeout: float = 5.0) -> list[int]:
+    """Indices of gold answers math-verify cannot read (empty, unbalanced braces, unparseable).
+
+    A problem with such an answer could never be graded correct and would pass for hard, so
+    loaders quarantine it before any generation.
+    """
+    # Any parseable prediction will do: the gold is parsed (and judged) first.
+    grades = grade_many(["\\boxed{0}"] * len(golds), [str(g) for g in golds], timeout=timeout)
+    return [i for i, g in enumerate(grades) if g.status == "bad_gold"]

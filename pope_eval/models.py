@@ -6,16 +6,14 @@ safetensors folder under the cache (default ~/.cache/pope, env POPE_CACHE_DIR) a
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pope_eval.errors import ConfigError, DataError, require
 
@@ -62,14 +60,14 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 def resolve_model(spec: str, cache_dir: str | os.PathLike | None = None) -> ResolvedModel:
     """Resolve a model argument: a bundled name, a local directory, or a Hub id."""
     if not spec or not spec.strip():
-        raise ConfigError("model: empty model name")
+        raise ConfigError("--model: empty model name")
     if spec in BUNDLED:
         folder = convert_bundled(spec, cache_dir)
         return ResolvedModel(name=spec, path=str(folder), is_local=True)
     p = Path(spec).expanduser()
     if p.is_dir():
         if not (p / "config.json").exists():
-            raise ConfigError(f"model: {p} is a folder without config.json (not a model folder)")
+            raise ConfigError(f"--model {p}: a folder without config.json (not a model folder)")
         return ResolvedModel(name=spec, path=str(p.resolve()), is_local=True)
     if _HUB_ID.match(spec) and not p.exists():
         return ResolvedModel(name=spec, path=spec, is_local=False)
@@ -95,17 +93,6 @@ def bundled_gguf(name: str) -> Path:
     raise DataError(f"{info.pip_name} is installed but {info.gguf_file} is missing from it")
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def convert_bundled(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """GGUF -> fp32 safetensors folder (config, tokenizer, weights), once per cache.
 
@@ -118,7 +105,10 @@ def convert_bundled(name: str, cache_dir: str | os.PathLike | None = None) -> Pa
     final = root / name
     if (final / DONE_MARKER).exists():
         return final
-    with _file_lock(root / f".{name}.lock"):
+    from filelock import FileLock
+
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f".{name}.lock")):
         if (final / DONE_MARKER).exists():
             return final
         gguf = bundled_gguf(name)
@@ -152,6 +142,36 @@ def convert_bundled(name: str, cache_dir: str | os.PathLike | None = None) -> Pa
 
 def load_tokenizer(spec: str, cache_dir: str | os.PathLike | None = None):
     """The tokenizer (with chat template) of a model argument."""
+    return _load_tokenizer_and_config(spec, cache_dir)[0]
+
+
+def _load_tokenizer_and_config(spec: str, cache_dir: str | os.PathLike | None) -> tuple[Any, Any]:
     transformers = require("transformers", "hf")
     resolved = resolve_model(spec, cache_dir)
-    return transformers.AutoTokenizer.from_pretrained(resolved.path)
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(resolved.path)
+        config = transformers.AutoConfig.from_pretrained(resolved.path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = "the folder" if resolved.is_local else "the Hugging Face Hub or its local cache"
+        raise ConfigError(
+            f"--model {spec}: cannot load its tokenizer and config from {where} ({first}). "
+            "Offline or a typo? Use a local model folder, a Hub id already in the cache, or "
+            f"a bundled model ({', '.join(BUNDLED)})") from None
+    return tokenizer, config
+
+
+def inspect_model(engine: Any) -> tuple[Any, int | None]:
+    """(tokenizer, context length) of an engine config's model, loaded without weights: the
+    check of --model before any output is written. For an OpenAI-compatible server the model
+    is the served name, which may not be loadable here: (None, None) then."""
+    if engine.engine == "openai" or (engine.engine == "auto" and engine.endpoints):
+        try:
+            tokenizer, config = _load_tokenizer_and_config(engine.model, engine.cache_dir)
+        except ConfigError as exc:
+            log.info("served model %s not inspected locally: %s", engine.model, exc)
+            return None, None
+    else:
+        tokenizer, config = _load_tokenizer_and_config(engine.model, engine.cache_dir)
+    context = engine.max_model_len or getattr(config, "max_position_embeddings", None)
+    return tokenizer, int(context) if context else None

@@ -72,3 +72,15 @@ def render(messages: Sequence[dict[str, str]], tokenizer: Any) -> str:
         )
     lines = [f"{m['role']}: {m['content']}" for m in messages]
     return "\n\n".join(lines) + "\n\nassistant:"
+
+
+def check_prompt_lengths(conversations: Sequence[Sequence[dict[str, str]]], tokenizer: Any,
+                         max_tokens: int, context_length: int) -> list[tuple[int, int]]:
+    """(index, prompt tokens) of the conversations whose rendered prompt plus `max_tokens` does
+    not fit `context_length`. Callers quarantine those rows before generating anything."""
+    over = []
+    for i, messages in enumerate(conversations):
+        tokens = len(tokenizer(render(messages, tokenizer), add_special_tokens=False)["input_ids"])
+        if tokens + max_tokens > context_length:
+            over.append((i, tokens))
+    return over

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -35,14 +36,45 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON through a temporary file and rename, so readers never see half a file."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`, so readers
+    never see half a file and a crash leaves the previous version. The one write-then-rename."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    tmp.replace(p)
-    return p
+    try:
+        yield tmp
+        tmp.replace(p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON through a temporary file and rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n",
+                       encoding="utf-8")
+    return Path(path)
+
+
+def prepare_out_dir(out: str | Path, option: str = "--out") -> Path:
+    """Create the output folder, or a ConfigError naming the option when it cannot be a folder
+    (a file, a folder under a file, a read-only or full disk). Checked before any work."""
+    out_dir = Path(out)
+    for parent in [out_dir, *out_dir.parents]:
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == out_dir else f"is under {parent}, which is a file"
+            raise ConfigError(f"{option} {out_dir}: {what}, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{option} {out_dir}: cannot write there ({exc.strerror or exc})") from None
+    return out_dir
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -58,15 +90,16 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
     return diffs
 
 
-def open_run_dir(out: str | Path, config: Mapping[str, Any], *, command: str | None = None) -> Path:
+def open_run_dir(out: str | Path, config: Mapping[str, Any], *, command: str | None = None,
+                 has_results: Callable[[Path], bool] | None = None) -> Path:
     """Create or reopen a run folder for `config` (a JSON-safe dict).
 
-    A folder already holding a run_config.json with a different config is refused with the list
-    of changed fields: results of two configs are never mixed. Versions and the command line are
-    recorded but not compared (a resumed run may use a newer patch release).
+    A folder holding results of a different config is refused with the list of changed fields:
+    results of two configs are never mixed. A folder whose run produced nothing yet
+    (`has_results(out)` is false) takes the new config, so a corrected typo is not refused.
+    Versions and the command line are recorded but not compared.
     """
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_out_dir(out)
     path = out_dir / RUN_CONFIG
     config = json.loads(json.dumps(dict(config), default=str))  # normalise tuples etc.
     if path.exists():
@@ -75,12 +108,13 @@ def open_run_dir(out: str | Path, config: Mapping[str, Any], *, command: str | N
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read the existing run config: {exc}") from exc
         diffs = config_diff(previous.get("config", {}), config)
-        if diffs:
+        if not diffs:
+            return out_dir
+        if has_results is None or has_results(out_dir):
             raise ConfigError(
                 f"{out_dir} holds a run with another config; use a new --out folder or the same "
                 "options. Changed: " + "; ".join(diffs)
             )
-        return out_dir
     write_json_atomic(
         path,
         {

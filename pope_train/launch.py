@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pope_eval.errors import ConfigError, DataError, MissingExtraError
+from pope_eval.runinfo import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ TRAIN_SETS: dict[str, tuple[str, ...]] = {
 VAL_SETS: dict[str, str] = {"hard": "pope/hard", "guided": "pope/hard_guided"}
 DEFAULT_BENCHMARKS: tuple[str, ...] = ("aime2025", "hmmt_feb_2025")
 
-# verl's RLHF row schema (DESIGN §3): columns and the nested fields our reward reads.
+# verl's RLHF row schema (docs/design.md, "Data contracts"): the columns our reward reads.
 REQUIRED_COLUMNS: tuple[str, ...] = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
 
@@ -183,27 +184,19 @@ def check_same_schema(paths: Sequence[str], what: str) -> None:
 
 
 def _benchmark_table(spec: str, like):
-    """A benchmark (name or file) as verl rows, unguided prompts from pope_eval.prompts, in the
-    schema of the export file `like` (so verl can concatenate them)."""
+    """A benchmark (name or file) as verl rows with unguided prompts (`pope_data.export.verl_row`),
+    in the schema of the export file `like` (so verl can concatenate them)."""
     import pyarrow as pa
 
+    from pope_data.export import verl_row
     from pope_eval.benchmarks import load_benchmark
-    from pope_eval.prompts import problem_messages, problem_text
 
     bench = load_benchmark(spec)
     if not bench.items:
         raise DataError(f"benchmark {spec}: no usable rows in {bench.source}")
-    rows = []
-    for i, item in enumerate(bench.items):
-        messages = problem_messages(item.problem)
-        rows.append({
-            "data_source": bench.name, "prompt": messages, "ability": "math",
-            "reward_model": {"style": "rule", "ground_truth": item.answer},
-            "extra_info": {"index": i, "split": "test", "problem_id": item.id, "guided": False,
-                           "prefix_segments": 0, "prefix_fraction": 0.0, "fallback": False},
-            "problem": problem_text(item.problem), "answer": item.answer,
-            "solution": item.answer, "messages": messages,
-        })
+    rows = [verl_row(data_source=bench.name, problem_id=item.id, problem=item.problem,
+                     answer=item.answer, split="test", index=i)
+            for i, item in enumerate(bench.items)]
     if like is None:
         return pa.Table.from_pylist(rows)
     missing = [n for n in like.names if n not in rows[0]]
@@ -221,10 +214,8 @@ def _relabel(path: str, data_source: str, out: Path) -> str:
     table = pq.read_table(path)
     col = pa.array([data_source] * table.num_rows, type=table.schema.field("data_source").type)
     table = table.set_column(table.schema.get_field_index("data_source"), "data_source", col)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".parquet.partial")
-    pq.write_table(table, tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
     return str(out)
 
 

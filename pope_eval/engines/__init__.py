@@ -1,4 +1,4 @@
-"""Generation backends behind one interface (DESIGN §4): transformers, vllm, openai.
+"""Generation backends behind one interface (docs/design.md): transformers, vllm, openai.
 
 Use `make_engine(EngineConfig(engine="auto", model="smollm2-135m"))`, then `engine.generate(requests)`.
 """
@@ -14,7 +14,9 @@ from pope_eval.engines.base import (
     Engine,
     GenerationRequest,
     GenerationResult,
+    LazyEngine,
     Sample,
+    Sampling,
 )
 from pope_eval.errors import ConfigError
 
@@ -24,7 +26,9 @@ __all__ = [
     "EngineConfig",
     "GenerationRequest",
     "GenerationResult",
+    "LazyEngine",
     "Sample",
+    "Sampling",
     "make_engine",
     "resolve_engine_name",
 ]
@@ -35,6 +39,14 @@ ENGINES: dict[str, str] = {
     "vllm": "pope_eval.engines.vllm_engine:VLLMEngine",
     "openai": "pope_eval.engines.openai_engine:OpenAIEngine",
 }
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def engine_names() -> list[str]:
+    """Choices for --engine: `auto` and every registered backend."""
+    return ["auto", *ENGINES]
 
 
 @dataclass(frozen=True)
@@ -63,23 +75,27 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.engine != "auto" and self.engine not in ENGINES:
             raise ConfigError(
-                f"EngineConfig.engine: unknown engine {self.engine!r}; "
-                f"choose one of auto, {', '.join(ENGINES)}"
+                f"--engine: unknown engine {self.engine!r}; choose one of {', '.join(engine_names())}"
             )
-        if not self.model:
-            raise ConfigError("EngineConfig.model: empty model name")
+        if not self.model or not self.model.strip():
+            raise ConfigError("--model: empty model name")
         if self.engine == "openai" and not self.endpoints:
-            raise ConfigError("EngineConfig.endpoints: the openai engine needs at least one URL")
+            raise ConfigError("--endpoint: the openai engine needs at least one URL")
+        for url in self.endpoints:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"--endpoint: {url!r} is not an http(s) URL "
+                                  "(e.g. http://127.0.0.1:8000/v1)")
         if self.max_batch_size < 1:
-            raise ConfigError("EngineConfig.max_batch_size: must be >= 1")
+            raise ConfigError(f"--batch-size: must be >= 1, got {self.max_batch_size}")
         if self.concurrency < 1:
-            raise ConfigError("EngineConfig.concurrency: must be >= 1")
+            raise ConfigError(f"--concurrency: must be >= 1, got {self.concurrency}")
         if self.max_retries < 0:
-            raise ConfigError("EngineConfig.max_retries: must be >= 0")
+            raise ConfigError(f"--max-retries: must be >= 0, got {self.max_retries}")
         if self.request_timeout <= 0:
-            raise ConfigError("EngineConfig.request_timeout: must be > 0")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ConfigError(f"EngineConfig.dtype: unknown dtype {self.dtype!r}")
+            raise ConfigError(f"--request-timeout: must be > 0, got {self.request_timeout}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype: unknown dtype {self.dtype!r}; choose one of "
+                              f"{', '.join(DTYPES)}")
         if self.replicas < 1:
             raise ConfigError(f"--replicas: must be >= 1, got {self.replicas}")
         if self.replicas > 1 and not self.ray_address:

@@ -1,4 +1,4 @@
-"""The engine interface: requests in, samples out (DESIGN §4).
+"""The engine interface: requests in, samples out (docs/design.md, "Engines").
 
 Every backend implements `Engine.generate`; callers build `GenerationRequest`s and read `Sample`s.
 """
@@ -10,8 +10,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pope_eval.errors import ConfigError
+from pope_eval.seeds import stable_int
 
 FINISH_REASONS = ("stop", "length", "error")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How samples are drawn: the one declaration of these values, validated once.
+
+    Used by the build, the evaluator, the engines and the run fingerprints. `seed` is the run's
+    base seed: per-request and per-sample seeds derive from it (`pope_eval.seeds`). Errors name
+    the command-line option.
+    """
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) \
+                or self.max_tokens < 1:
+            raise ConfigError(f"--max-tokens: must be an integer >= 1, got {self.max_tokens!r}")
+        if not isinstance(self.temperature, int | float) or self.temperature < 0:
+            raise ConfigError(f"--temperature: must be >= 0, got {self.temperature!r}")
+        if not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p: must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"--seed: must be an integer, got {self.seed!r}")
+        if any(not isinstance(x, str) or not x for x in self.stop):
+            raise ConfigError(f"stop: stop strings must be non-empty text, got {self.stop!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "seed": self.seed, "stop": list(self.stop)}
 
 
 @dataclass(frozen=True)
@@ -19,17 +57,17 @@ class GenerationRequest:
     """One prompt to sample `n` completions from.
 
     `prompt` is model input already rendered by `pope_eval.prompts` (chat template applied);
-    `messages` is the alternative for chat endpoints. Exactly one of them is set.
+    `messages` is the alternative for chat endpoints. Exactly one of them is set. `seed` is the
+    request's own seed (None: unseeded); sample j is seeded from (seed, sample_offset + j), so
+    drawing a prompt's samples in several requests gives the same samples as one request.
     """
 
     prompt: str | None = None
     messages: tuple[dict[str, str], ...] | None = None
     n: int = 1
-    max_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)
     seed: int | None = None
+    sample_offset: int = 0
     # Free-form tag the caller uses to route results back (problem id, probe id, ...).
     tag: Any = None
 
@@ -42,16 +80,11 @@ class GenerationRequest:
             raise ConfigError("GenerationRequest.messages: empty message list")
         if self.n < 1:
             raise ConfigError(f"GenerationRequest.n: must be >= 1, got {self.n}")
-        if self.max_tokens < 1:
-            raise ConfigError(f"GenerationRequest.max_tokens: must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(
-                f"GenerationRequest.temperature: must be >= 0, got {self.temperature}"
-            )
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"GenerationRequest.top_p: must be in (0, 1], got {self.top_p}")
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
+        if self.sample_offset < 0:
+            raise ConfigError(f"GenerationRequest.sample_offset: must be >= 0, got "
+                              f"{self.sample_offset}")
+        if not isinstance(self.sampling, Sampling):
+            raise ConfigError("GenerationRequest.sampling: must be a Sampling value")
 
 
 @dataclass(frozen=True)
@@ -80,12 +113,23 @@ ProgressFn = Callable[[int, int], None]
 """Called as progress(requests_done, generated_tokens_so_far) while a batch runs."""
 
 
+def sample_seed(engine_seed: int, request_seed: int | None, index: int) -> int:
+    """Seed of sample `index` (offset included) of a request: stable across runs, batch layouts
+    and the split of a prompt's samples into several requests."""
+    return stable_int(f"{engine_seed}:{request_seed}:{index}") & ((1 << 63) - 1)
+
+
 @dataclass
 class Engine:
     """Base class of the backends. Subclasses set `name` and implement `_generate`."""
 
     name: str = field(init=False, default="base")
     model: str = ""
+
+    @classmethod
+    def from_config(cls, config: Any) -> Engine:
+        """Build the backend from an `EngineConfig` (heavy imports happen here)."""
+        raise NotImplementedError(f"{cls.__name__} does not implement from_config")
 
     def generate(
         self, requests: Sequence[GenerationRequest], progress: ProgressFn | None = None
@@ -105,7 +149,7 @@ class Engine:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        """Identity recorded in run configs and journals."""
+        """Identity recorded in run configs and journals (valid before and after `close`)."""
         return {"engine": self.name, "model": self.model}
 
     def close(self) -> None:
@@ -116,3 +160,35 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LazyEngine(Engine):
+    """Builds the real engine on first use: a resumed, finished run never loads a model."""
+
+    def __init__(self, config: Any) -> None:
+        from pope_eval.engines import resolve_engine_name
+
+        self.config = config
+        self.name = resolve_engine_name(config)
+        self.model = config.model
+        self._engine: Engine | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    def _generate(self, requests, progress):
+        if self._engine is None:
+            from pope_eval.engines import make_engine
+
+            self._engine = make_engine(self.config)
+        return self._engine._generate(requests, progress)
+
+    def describe(self) -> dict[str, Any]:
+        if self._engine is not None:
+            return self._engine.describe()
+        return {"engine": self.name, "model": self.model}
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()

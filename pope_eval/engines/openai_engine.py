@@ -11,15 +11,23 @@ import itertools
 import logging
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pope_eval.engines.base import Engine, GenerationRequest, GenerationResult, ProgressFn, Sample
+from pope_eval.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    ProgressFn,
+    Sample,
+    sample_seed,
+)
 from pope_eval.errors import EngineError
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 409, 425, 429}
+WAIT_WARN_S = 30.0
 
 
 class _Retryable(Exception):
@@ -44,6 +52,7 @@ class OpenAIEngine(Engine):
     max_retries: int = 4
     backoff_base: float = 0.5
     send_seed: bool = True
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self.name = "openai"
@@ -62,6 +71,7 @@ class OpenAIEngine(Engine):
             request_timeout=config.request_timeout,
             max_retries=config.max_retries,
             send_seed=config.send_seed,
+            seed=config.seed,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -104,7 +114,19 @@ class OpenAIEngine(Engine):
 
             async def one(r: GenerationRequest, first_url: str) -> GenerationResult:
                 nonlocal done, tokens
-                res = await self._with_retries(client, sems, r, first_url)
+                if r.seed is not None and self.send_seed and r.n > 1:
+                    # Per-sample seeds: sample j depends on (seed, offset + j) only, so a
+                    # prompt's samples drawn in several requests equal one request's.
+                    parts = await asyncio.gather(*[
+                        self._with_retries(client, sems, replace(
+                            r, n=1, sample_offset=0,
+                            seed=sample_seed(self.seed, r.seed, r.sample_offset + j)), first_url)
+                        for j in range(r.n)])
+                    res = GenerationResult(
+                        request=r, samples=tuple(s for p in parts for s in p.samples),
+                        prompt_tokens=parts[0].prompt_tokens)
+                else:
+                    res = await self._with_retries(client, sems, r, first_url)
                 done += 1
                 tokens += res.generated_tokens
                 if progress:
@@ -142,12 +164,13 @@ class OpenAIEngine(Engine):
     async def _post(self, client, url: str, r: GenerationRequest) -> GenerationResult:
         import httpx
 
+        sp = r.sampling
         body: dict[str, Any] = {
-            "model": self.served_model, "n": r.n, "max_tokens": r.max_tokens,
-            "temperature": r.temperature, "top_p": r.top_p, "return_token_ids": True,
+            "model": self.served_model, "n": r.n, "max_tokens": sp.max_tokens,
+            "temperature": sp.temperature, "top_p": sp.top_p, "return_token_ids": True,
         }
-        if r.stop:
-            body["stop"] = list(r.stop)
+        if sp.stop:
+            body["stop"] = list(sp.stop)
         if r.seed is not None and self.send_seed:
             body["seed"] = r.seed
         if r.prompt is not None:
@@ -155,7 +178,7 @@ class OpenAIEngine(Engine):
         else:
             path, body["messages"] = "/chat/completions", list(r.messages)
         try:
-            resp = await client.post(url + path, json=body)
+            resp = await self._wait_reply(client.post(url + path, json=body), url)
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc or 'no reply'}") from exc
         if resp.status_code >= 500 or resp.status_code in _RETRY_STATUS:
@@ -170,6 +193,25 @@ class OpenAIEngine(Engine):
             raise _Retryable(f"malformed reply from {url}{path}: {exc}") from exc
         return GenerationResult(request=r, samples=_samples(choices, data.get("usage") or {}),
                                 prompt_tokens=(data.get("usage") or {}).get("prompt_tokens"))
+
+
+    async def _wait_reply(self, coro, url: str):
+        """Await a reply, warning every WAIT_WARN_S while a server keeps the request open (a
+        hung server is otherwise silent until --request-timeout)."""
+        task = asyncio.ensure_future(coro)
+        waited = 0.0
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=WAIT_WARN_S)
+                if done:
+                    return task.result()
+                waited += WAIT_WARN_S
+                log.warning("openai engine: no reply from %s for %.0f s (gives up after "
+                            "--request-timeout %.0f s, then retries up to --max-retries %d)",
+                            url, waited, self.request_timeout, self.max_retries)
+        finally:
+            if not task.done():
+                task.cancel()
 
 
 def _samples(choices: list[dict[str, Any]], usage: dict[str, Any]) -> tuple[Sample, ...]:

@@ -6,24 +6,24 @@ request seed whatever else shares the batch (the prefix-search resume relies on 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from pope_eval.engines.base import Engine, GenerationRequest, GenerationResult, ProgressFn, Sample
+from pope_eval.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    ProgressFn,
+    Sample,
+    sample_seed,
+)
 from pope_eval.errors import require
 from pope_eval.models import resolve_model
 from pope_eval.prompts import render
 
 log = logging.getLogger(__name__)
-
-
-def sample_seed(engine_seed: int, request_seed: int | None, index: int) -> int:
-    """Seed of sample `index` of a request: stable across runs and batch layouts."""
-    digest = hashlib.sha256(f"{engine_seed}:{request_seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 @dataclass
@@ -48,6 +48,7 @@ class TransformersEngine(Engine):
     seed: int = 0
     max_batch_size: int = 64
     device: str = "cpu"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         self.name = "transformers"
@@ -68,11 +69,12 @@ class TransformersEngine(Engine):
         model = transformers.AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype)
         model.to(device).eval()
         return cls(model=config.model, model_obj=model, tokenizer=tok, seed=config.seed,
-                   max_batch_size=config.max_batch_size, device=device)
+                   max_batch_size=config.max_batch_size, device=device,
+                   dtype=str(model.dtype).replace("torch.", ""))
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "model": self.model, "device": self.device,
-                "dtype": str(self.model_obj.dtype).replace("torch.", "")}
+                "dtype": self.dtype}
 
     # -- generation -------------------------------------------------------------------------
     def _prompt_ids(self, r: GenerationRequest) -> list[int]:
@@ -96,7 +98,8 @@ class TransformersEngine(Engine):
         prompt_ids = [self._prompt_ids(r) for r in requests]
         seqs = [
             _Seq(req=i, index=j, prompt_ids=prompt_ids[i],
-                 generator=torch.Generator().manual_seed(sample_seed(self.seed, r.seed, j)))
+                 generator=torch.Generator().manual_seed(
+                     sample_seed(self.seed, r.seed, r.sample_offset + j)))
             for i, r in enumerate(requests)
             for j in range(r.n)
         ]
@@ -138,7 +141,7 @@ class TransformersEngine(Engine):
             ids[row, width - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
             mask[row, width - len(s.prompt_ids):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        max_new = max(requests[s.req].max_tokens for s in batch)
+        max_new = max(requests[s.req].sampling.max_tokens for s in batch)
         live = list(range(len(batch)))  # rows of `batch` still generating, in cache order
         cache = None
         inputs = ids.to(self.device)
@@ -162,9 +165,9 @@ class TransformersEngine(Engine):
                         s.finish = "stop"
                     else:
                         s.tokens.append(tok)
-                        if r.stop and self._hit_stop(s, r.stop):
+                        if r.sampling.stop and self._hit_stop(s, r.sampling.stop):
                             s.finish = "stop"
-                        elif len(s.tokens) >= r.max_tokens:
+                        elif len(s.tokens) >= r.sampling.max_tokens:
                             s.finish = "length"
                     if s.finish is None:
                         keep.append(k)
@@ -206,16 +209,16 @@ def _pick_batch(logits, reqs: list[GenerationRequest], generators: list, torch) 
     """Next token per row: greedy at temperature 0, else top-p sampling by inverse CDF with the
     row's own generator. Row-wise operations only, so a row's draw never depends on its batch."""
     out = [0] * len(reqs)
-    greedy = [k for k, r in enumerate(reqs) if r.temperature == 0]
-    sampled = [k for k, r in enumerate(reqs) if r.temperature != 0]
+    greedy = [k for k, r in enumerate(reqs) if r.sampling.temperature == 0]
+    sampled = [k for k, r in enumerate(reqs) if r.sampling.temperature != 0]
     if greedy:
         arg = torch.argmax(logits[greedy], dim=-1).tolist()
         for k, tok in zip(greedy, arg):
             out[k] = tok
     if sampled:
-        temps = torch.tensor([reqs[k].temperature for k in sampled], dtype=logits.dtype)
+        temps = torch.tensor([reqs[k].sampling.temperature for k in sampled], dtype=logits.dtype)
         probs = torch.softmax(logits[sampled] / temps[:, None], dim=-1)
-        top_p = torch.tensor([reqs[k].top_p for k in sampled], dtype=logits.dtype)
+        top_p = torch.tensor([reqs[k].sampling.top_p for k in sampled], dtype=logits.dtype)
         # Sorting the whole vocabulary per step dominates small models: sort the top 1024
         # candidates, and the full row only where those do not reach top_p (exact either way).
         sorted_p, sorted_ix = torch.topk(probs, min(1024, probs.shape[-1]), dim=-1)

@@ -11,14 +11,21 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from pope_eval.engines.base import Engine, GenerationRequest, GenerationResult, ProgressFn, Sample
+from pope_eval.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    ProgressFn,
+    Sample,
+    sample_seed,
+)
 from pope_eval.errors import EngineError, MissingExtraError
 from pope_eval.models import resolve_model
 
 log = logging.getLogger(__name__)
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
     try:
         import torch
 
@@ -28,7 +35,7 @@ def _cuda_available() -> bool:
 
 
 def _import_vllm():
-    on_cpu = not _cuda_available()
+    on_cpu = not cuda_available()
     if on_cpu:
         # The CPU build binds one core by default; bind all of them unless the user chose.
         n = os.cpu_count() or 1
@@ -86,15 +93,14 @@ class VLLMEngine(Engine):
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "model": self.model, "device": "cpu" if self.on_cpu else "cuda"}
 
-    def _params(self, r: GenerationRequest):
+    def _params(self, r: GenerationRequest, n: int, seed: int | None):
         from vllm import SamplingParams
 
-        kwargs: dict[str, Any] = dict(
-            n=r.n, max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p,
-            stop=list(r.stop) or None,
-        )
-        if r.seed is not None and not self.on_cpu:
-            kwargs["seed"] = r.seed
+        sp = r.sampling
+        kwargs: dict[str, Any] = dict(n=n, max_tokens=sp.max_tokens, temperature=sp.temperature,
+                                      top_p=sp.top_p, stop=list(sp.stop) or None)
+        if seed is not None:
+            kwargs["seed"] = seed
         return SamplingParams(**kwargs)
 
     def _generate(self, requests: list[GenerationRequest],
@@ -102,24 +108,36 @@ class VLLMEngine(Engine):
         tokenizer = self.llm.get_tokenizer()
         from pope_eval.prompts import render
 
-        prompts = [r.prompt if r.prompt is not None else render(r.messages, tokenizer)
-                   for r in requests]
-        params = [self._params(r) for r in requests]
+        prompts, params, owners = [], [], []  # one vLLM prompt per (request, first sample index)
+        for i, r in enumerate(requests):
+            text = r.prompt if r.prompt is not None else render(r.messages, tokenizer)
+            if r.seed is None or self.on_cpu:
+                # The CPU build crashes on per-request seeds: the engine-level seed is used.
+                prompts.append(text)
+                params.append(self._params(r, r.n, None))
+                owners.append(i)
+                continue
+            # One seeded prompt per sample, so sample j depends on (seed, offset + j) only; the
+            # prefix cache makes the shared prompt nearly free.
+            for j in range(r.n):
+                prompts.append(text)
+                params.append(self._params(r, 1, sample_seed(self.seed, r.seed,
+                                                             r.sample_offset + j)))
+                owners.append(i)
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        results = []
-        total = 0
-        for r, out in zip(requests, outputs):
-            samples = tuple(
+        per_request: list[list[Sample]] = [[] for _ in requests]
+        prompt_tokens: list[int] = [0] * len(requests)
+        for i, out in zip(owners, outputs):
+            prompt_tokens[i] = len(out.prompt_token_ids or [])
+            per_request[i].extend(
                 Sample(text=c.text, tokens=len(c.token_ids),
                        finish_reason=c.finish_reason if c.finish_reason in ("stop", "length")
                        else "stop")
-                for c in sorted(out.outputs, key=lambda c: c.index)
-            )
-            total += sum(s.tokens for s in samples)
-            results.append(GenerationResult(request=r, samples=samples,
-                                            prompt_tokens=len(out.prompt_token_ids or [])))
+                for c in sorted(out.outputs, key=lambda c: c.index))
+        results = [GenerationResult(request=r, samples=tuple(samples), prompt_tokens=pt)
+                   for r, samples, pt in zip(requests, per_request, prompt_tokens)]
         if progress:
-            progress(len(results), total)
+            progress(len(results), sum(r.generated_tokens for r in results))
         return results
 
     def prefix_cache_stats(self) -> dict[str, float] | None:
@@ -159,7 +177,7 @@ def server_command(model: str, *, host: str = "127.0.0.1", port: int = 8000,
     """
     import sys
 
-    on_cpu = not _cuda_available()
+    on_cpu = not cuda_available()
     path = resolve_model(model).path
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", path,
             "--host", host, "--port", str(port), "--seed", str(seed),

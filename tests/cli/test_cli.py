@@ -59,7 +59,9 @@ def test_compare_prints_and_plots_two_runs(tmp_path):
 
 def test_build_bad_options_exit_non_zero(tmp_path):
     res = runner.invoke(data_app, ["build", "--out", str(tmp_path / "o"), "--k", "0"])
-    assert res.exit_code == 2 and "BuildConfig.k" in text(res)
+    assert res.exit_code == 2 and "--k: must be an integer >= 1" in text(res)
+    assert "resume" not in text(res)  # nothing started, nothing to resume
+    assert not (tmp_path / "o").exists()
     res = runner.invoke(data_app, ["build", "--out", str(tmp_path / "o"), "--source", "generic",
                                    "--path", str(tmp_path / "none.jsonl")])
     assert res.exit_code == 2 and "no such file" in text(res)

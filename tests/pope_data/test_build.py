@@ -12,10 +12,12 @@ import datasets
 import polars as pl
 import pytest
 
-from pope_data.build import BuildConfig, merge, run_build
+from pope_data.build import run_build
+from pope_data.config import BuildConfig
+from pope_data.shards import merge
 from pope_data.synthetic import generate_synthetic
 from pope_eval.benchmarks import bundled_file
-from pope_eval.engines import EngineConfig
+from pope_eval.engines import EngineConfig, Sampling
 from pope_eval.errors import ConfigError, DataError, EngineError
 from tests.pope_data.fake_engine import ScriptedEngine
 
@@ -38,7 +40,8 @@ def _engine(problems, easy=(0,)):
 
 def _config(tmp_path, path, **kw):
     base = dict(out=str(tmp_path / "out"), source="generic", path=str(path), limit=None, k=2,
-                n=2, wave_size=1, max_tokens=16, engine=EngineConfig(engine="transformers"),
+                n=2, wave_size=1, sampling=Sampling(max_tokens=16, temperature=0.8, top_p=0.95),
+                engine=EngineConfig(engine="transformers"),
                 validation_fraction=0.25, decontam_against=("aime2025", "hmmt_feb_2025"))
     base.update(kw)
     return BuildConfig(**base)
@@ -128,9 +131,10 @@ def test_malformed_rows_are_quarantined_and_empty_input_is_an_error(tmp_path):
     q = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
     assert [e["row"] for e in q] == [5, 6]
     empty = tmp_path / "empty.jsonl"
-    empty.write_text('{"problem": "x"}\n')
-    with pytest.raises(DataError, match="no usable problems"):
+    empty.write_text('{"problem": "", "answer": "1"}\n')
+    with pytest.raises(DataError, match="no usable problems.*row 1: empty problem"):
         run_build(_config(tmp_path, empty, out=str(tmp_path / "o2")), engine=_engine(problems))
+    assert not (tmp_path / "o2").exists()  # checks come before anything is written
 
 
 def test_shards_partition_the_problems_and_merge_refuses_gaps(tmp_path):
@@ -165,7 +169,8 @@ TINY = ["--engine", "transformers", "--k", "2", "--n", "2", "--wave-size", "1",
 def test_end_to_end_on_math500_with_the_tiny_model(tmp_path, data_dir, hf_engine):
     cfg = BuildConfig(out=str(tmp_path / "m"), source="generic",
                       path=str(data_dir / "math500.jsonl"), limit=6, k=2, n=2, wave_size=1,
-                      max_tokens=40, engine=EngineConfig(engine="transformers"),
+                      sampling=Sampling(max_tokens=40, temperature=0.8, top_p=0.95),
+                      engine=EngineConfig(engine="transformers"),
                       decontam_against=("aime2025",))
     s = run_build(cfg, engine=hf_engine)
     out = tmp_path / "m"
@@ -226,8 +231,12 @@ def test_kill_9_mid_search_then_resume_matches_an_uninterrupted_run(tmp_path, ti
 
 
 def test_bad_config_names_the_field():
-    with pytest.raises(ConfigError, match="BuildConfig.k"):
+    with pytest.raises(ConfigError, match="--k: must be an integer >= 1"):
         BuildConfig(k=0)
+    with pytest.raises(ConfigError, match="--wave-size: must be >= 1"):
+        BuildConfig(wave_size=0)
+    with pytest.raises(ConfigError, match="--segmenter: unknown"):
+        BuildConfig(segmenter="paragraphs")
     with pytest.raises(ConfigError, match="strategy"):
         BuildConfig(strategy="random")
     with pytest.raises(ConfigError, match="shard"):

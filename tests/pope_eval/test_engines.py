@@ -2,7 +2,7 @@
 
 import pytest
 
-from pope_eval.engines import EngineConfig, GenerationRequest, make_engine
+from pope_eval.engines import EngineConfig, GenerationRequest, Sampling, make_engine
 from pope_eval.errors import ConfigError
 from pope_eval.prompts import problem_messages, render
 
@@ -15,13 +15,15 @@ def _greedy_prompts(tokenizer):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(prompt="x", n=0), "n: must be >= 1"),
-    (dict(prompt="x", max_tokens=0), "max_tokens: must be >= 1"),
+    (dict(prompt="x", sampling=dict(max_tokens=0)), "--max-tokens: must be an integer >= 1"),
     (dict(prompt="   "), "empty prompt"),
     (dict(), "exactly one"),
-    (dict(prompt="x", top_p=0), "top_p"),
+    (dict(prompt="x", sampling=dict(top_p=0)), "--top-p"),
 ])
 def test_bad_requests_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
+        if "sampling" in kwargs:
+            kwargs["sampling"] = Sampling(**kwargs["sampling"])
         GenerationRequest(**kwargs)
 
 
@@ -45,8 +47,8 @@ def test_empty_request_list_is_refused(hf_engine):
 
 @pytest.mark.slow
 def test_transformers_generates_with_counts_and_finish_reasons(hf_engine):
-    reqs = [GenerationRequest(messages=tuple(problem_messages(p)), n=2, max_tokens=24,
-                              temperature=0.8, seed=i) for i, p in enumerate(PROBLEMS)]
+    reqs = [GenerationRequest(messages=tuple(problem_messages(p)), n=2,
+                              sampling=Sampling(max_tokens=24, temperature=0.8), seed=i) for i, p in enumerate(PROBLEMS)]
     results = hf_engine.generate(reqs)
     assert [len(r.samples) for r in results] == [2, 2, 2]
     for r in results:
@@ -58,8 +60,8 @@ def test_transformers_generates_with_counts_and_finish_reasons(hf_engine):
 
 @pytest.mark.slow
 def test_transformers_seeded_sampling_is_batch_independent(hf_engine):
-    reqs = [GenerationRequest(messages=tuple(problem_messages(p)), n=3, max_tokens=16,
-                              temperature=1.0, seed=100 + i) for i, p in enumerate(PROBLEMS)]
+    reqs = [GenerationRequest(messages=tuple(problem_messages(p)), n=3,
+                              sampling=Sampling(max_tokens=16, temperature=1.0), seed=100 + i) for i, p in enumerate(PROBLEMS)]
     together = hf_engine.generate(reqs)
     alone = hf_engine.generate([reqs[1]])
     assert [s.text for s in alone[0].samples] == [s.text for s in together[1].samples]
@@ -70,7 +72,8 @@ def test_transformers_seeded_sampling_is_batch_independent(hf_engine):
 @pytest.mark.slow
 def test_transformers_stop_strings_cut_the_text(hf_engine):
     res = hf_engine.generate([GenerationRequest(prompt="The capital of France is", n=1,
-                                                max_tokens=20, temperature=0, stop=(".",))])
+                                                sampling=Sampling(max_tokens=20, temperature=0,
+                                                                  stop=(".",)))])
     s = res[0].samples[0]
     assert s.finish_reason == "stop" and "." not in s.text and "Paris" in s.text
 
@@ -79,7 +82,8 @@ def test_transformers_stop_strings_cut_the_text(hf_engine):
 @pytest.mark.vllm
 def test_vllm_generates_and_agrees_with_transformers_greedy(hf_engine, vllm_engine):
     prompts = _greedy_prompts(hf_engine.tokenizer)
-    reqs = [GenerationRequest(prompt=p, n=1, max_tokens=24, temperature=0) for p in prompts]
+    reqs = [GenerationRequest(prompt=p, n=1, sampling=Sampling(max_tokens=24, temperature=0))
+            for p in prompts]
     hf = hf_engine.generate(reqs)
     vl = vllm_engine.generate(reqs)
     for a, b in zip(hf, vl):
@@ -94,8 +98,8 @@ def test_vllm_generates_and_agrees_with_transformers_greedy(hf_engine, vllm_engi
 @pytest.mark.vllm
 def test_vllm_samples_n_with_stop_strings(vllm_engine):
     res = vllm_engine.generate([GenerationRequest(messages=tuple(problem_messages(PROBLEMS[0])),
-                                                  n=4, max_tokens=16, temperature=1.0,
-                                                  stop=("\n",))])
+                                                  n=4, sampling=Sampling(max_tokens=16, temperature=1.0,
+                                                                    stop=("\n",)))])
     samples = res[0].samples
     assert len(samples) == 4
     assert all("\n" not in s.text for s in samples)

@@ -7,7 +7,7 @@ import pytest
 
 from pope_eval import passk
 from pope_eval.benchmarks import bundled_file
-from pope_eval.engines import Engine, EngineConfig, GenerationResult, Sample
+from pope_eval.engines import Engine, EngineConfig, GenerationResult, Sample, Sampling
 from pope_eval.errors import ConfigError
 from pope_eval.evaluate import PassAtKConfig, run_pass_at_k
 
@@ -44,7 +44,10 @@ def _answers(limit):
 
 
 def _config(tmp_path, **kw):
-    base = dict(data=str(AIME), out=str(tmp_path / "run"), n=4, limit=5, max_tokens=16,
+    sampling = {k: kw.pop(k) for k in ("max_tokens", "temperature", "top_p", "seed") if k in kw}
+    base = dict(data=str(AIME), out=str(tmp_path / "run"), n=4, limit=5,
+                sampling=Sampling(**{"max_tokens": 16, "temperature": 0.7, "top_p": 0.8,
+                                     **sampling}),
                 engine=EngineConfig(engine="transformers"), problems_per_batch=5, n_boot=200)
     base.update(kw)
     return PassAtKConfig(**base)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pope_eval.engines import EngineConfig, GenerationRequest, make_engine
+from pope_eval.engines import EngineConfig, GenerationRequest, Sampling, make_engine
 from pope_eval.errors import EngineError
 from pope_eval.prompts import problem_messages, render
 from tests.conftest import free_port
@@ -101,7 +101,8 @@ def test_openai_against_vllm_serve_matches_in_process_greedy(vllm_server, hf_eng
                                       send_seed=False))
     prompts = [render(problem_messages(p), hf_engine.tokenizer)
                for p in ["What is 12 + 30?", "Compute 7 * 8."]]
-    reqs = [GenerationRequest(prompt=p, n=1, max_tokens=24, temperature=0) for p in prompts]
+    reqs = [GenerationRequest(prompt=p, n=1, sampling=Sampling(max_tokens=24, temperature=0))
+            for p in prompts]
     served = engine.generate(reqs)
     local = hf_engine.generate(reqs)
     for a, b in zip(served, local):
@@ -109,7 +110,7 @@ def test_openai_against_vllm_serve_matches_in_process_greedy(vllm_server, hf_eng
         assert a.samples[0].text[:40] == b.samples[0].text[:40]
     # n > 1 with chat messages: per-sample token counts come back.
     chat = engine.generate([GenerationRequest(messages=tuple(problem_messages("What is 2+2?")),
-                                              n=3, max_tokens=12, temperature=1.0)])
+                                              n=3, sampling=Sampling(max_tokens=12, temperature=1.0))])
     assert len(chat[0].samples) == 3 and all(1 <= s.tokens <= 12 for s in chat[0].samples)
 
 
@@ -145,8 +146,8 @@ def test_server_dying_mid_batch_is_a_clear_error(tiny_model_dir, tmp_path):
         engine = _engine(f"http://127.0.0.1:{port}/v1", retries=2)
         t = time.monotonic()
         with pytest.raises(EngineError, match=str(port)):
-            engine.generate([GenerationRequest(prompt=f"Count to {i}:", n=4, max_tokens=2000,
-                                               temperature=1.0) for i in range(16)])
+            engine.generate([GenerationRequest(prompt=f"Count to {i}:", n=4, sampling=Sampling(max_tokens=2000, temperature=1.0))
+                             for i in range(16)])
         assert time.monotonic() - t < 60
     finally:
         if proc.poll() is None:
