@@ -200,7 +200,8 @@ class RowReader:
         col = self.columns[name]
         where = "" if col == name else f" (column {col!r})"
         value = self.value(row, name)
-        text = as_text(value)
+        # Answers are often numbers (AIME's are integers); a problem must be text.
+        text = as_text(value) if name == "answer" else value if isinstance(value, str) else None
         if value is None:
             reason = f"missing {name}{where}"
         elif text is None:

@@ -7,7 +7,7 @@ import pytest
 
 from pope_data.sources import DAPO_PREFIX, DAPO_SUFFIX, load_problems, strip_dapo_wrapper
 from pope_eval.datafiles import Quarantine
-from pope_eval.errors import ConfigError
+from pope_eval.errors import ConfigError, DataError
 
 
 def test_omni_math_rows_with_filters(data_dir):
@@ -92,3 +92,37 @@ def test_synthetic_source_is_seeded():
     a = load_problems("synthetic", limit=8, seed=1)
     b = load_problems("synthetic", limit=8, seed=1)
     assert a == b and len(a) == 8 and a != load_problems("synthetic", limit=8, seed=2)
+
+
+def test_unknown_column_field_is_refused_up_front(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps({"question": "What?", "answer": "4"}) + "\n")
+    with pytest.raises(DataError) as err:
+        load_problems("generic", path=str(path), columns="problme=question")
+    assert str(err.value) == ("--columns: unknown field(s) 'problme'; valid fields: id, problem, "
+                              "answer, solution, difficulty, domain")
+
+
+def test_first_row_is_judged_like_the_others(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"problem": "no answer"}, {"problem": "ok", "answer": "1"},
+        {"problem": "list", "answer": ["1"]}, {"problem": "flag", "answer": True}]))
+    q = Quarantine()
+    assert [p.problem for p in load_problems("generic", path=str(path), quarantine=q)] == ["ok"]
+    assert {e["row"]: e["reason"] for e in q.entries} == {
+        1: "missing answer", 3: "answer is list, not text", 4: "answer is bool, not text"}
+
+
+def test_a_column_missing_from_every_row_is_an_error(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps({"question": "What?", "final": "4"}) + "\n")
+    with pytest.raises(DataError) as err:
+        load_problems("generic", path=str(path))
+    assert str(err.value) == (
+        f"{path}: missing column(s) 'problem', 'answer' in every row (columns found: final, "
+        "question); map yours with --columns, e.g. 'problem=question,answer=final'")
+    # DAPO's mapped columns are named as mapped.
+    with pytest.raises(DataError, match=r"missing column\(s\) 'prompt', "
+                                        r"'reward_model.ground_truth' in every row"):
+        load_problems("dapo", path=str(path))
