@@ -1,7 +1,7 @@
 """Dataset card (README.md with YAML front matter) for a `pope-data build` folder.
 
-`render_card(out_dir, repo_id=...)` returns the card text; `pope_data.hub.publish` stages it
-beside the parquet files it describes (`published_files` gives that layout).
+`render_card(out_dir, repo_id=...)` fills `templates/dataset_card.md`; `pope_data.hub.publish`
+stages it beside the parquet files it describes (`published_files` gives that layout).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pope_eval.errors import DataError
+from pope_eval.errors import DataError, require
 
 log = logging.getLogger(__name__)
 
@@ -159,31 +159,6 @@ def source_info(config: Mapping[str, Any]) -> tuple[str, str]:
     return where, SOURCE_LICENSES.get(str(source), "other")
 
 
-def _front_matter(files: Mapping[str, Mapping[str, Any]], *, license_id: str, pretty_name: str,
-                  rows: int) -> str:
-    import yaml
-
-    configs = []
-    for config, splits in files.items():
-        entry: dict[str, Any] = {
-            "config_name": config,
-            "data_files": [{"split": s, "path": repo_path(config, s)} for s in splits],
-        }
-        if config == DEFAULT_CONFIG:
-            entry["default"] = True
-        configs.append(entry)
-    meta = {
-        "pretty_name": pretty_name,
-        "license": license_id,
-        "language": ["en"],
-        "task_categories": ["text-generation"],
-        "tags": ["math", "reasoning", "reinforcement-learning", "grpo", "pope", "verl"],
-        "size_categories": [size_category(rows)],
-        "configs": configs,
-    }
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
-
-
 def _fraction_table(prefixes: list[dict[str, Any]]) -> list[str]:
     bins = [[0, 0] for _ in range(10)]
     for r in prefixes:
@@ -239,16 +214,21 @@ def _decontam_lines(data: Any) -> list[str]:
     return lines
 
 
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "dataset_card.md"
+
+
 def render_card(
     out_dir: str | Path, *, repo_id: str | None = None, license: str | None = None,
     pretty_name: str | None = None, files: Mapping[str, Mapping[str, Any]] | None = None,
     image: str | None = None,
 ) -> str:
-    """The README.md for a build folder. `files` is `published_files(out_dir)` unless given;
-    `image` is the repo path of the i* histogram PNG (default: prefix_fraction.png when the
-    build has one). Missing run_config.json keys show as n/a."""
+    """The README.md for a build folder: huggingface_hub's DatasetCard from the Jinja template
+    `templates/dataset_card.md`. `files` is `published_files(out_dir)` unless given; `image` is
+    the repo path of the i* histogram PNG (default: prefix_fraction.png when the build has one).
+    Missing run_config.json keys show as n/a."""
     import pyarrow.parquet as pq
 
+    hub = require("huggingface_hub", "core")
     from pope_eval.prompts import GUIDED_INSTRUCTION, GUIDED_TEMPLATE
 
     out = Path(out_dir)
@@ -257,7 +237,6 @@ def render_card(
     cfg = _get(run, "config", {})
     summary = _read_json(out / "summary.json") or {}
     prefixes = _prefix_rows(out) or []
-    decontam = _read_json(out / "decontamination.json")
     if image is None and (out / IMAGE).exists():
         image = IMAGE
 
@@ -267,103 +246,46 @@ def render_card(
     name = pretty_name or f"POPE guided problems ({_get(cfg, 'source')}, hard for {model})"
     counts = {c: {s: pq.read_metadata(p).num_rows for s, p in splits.items()}
               for c, splits in files.items()}
-    largest = max(sum(s.values()) for s in counts.values())
-    repo = repo_id or "ORG/NAME"
     guided = len(prefixes) if prefixes else _get(summary, "guided")
-    fallback = sum(bool(r.get("fallback")) for r in prefixes) if prefixes else _get(summary,
-                                                                                    "fallback")
-    rate = f"{fallback / guided:.1%}" if isinstance(guided, int) and guided else NA
-    prefix_tokens = (sum(int(r.get("tokens") or 0) for r in prefixes) if prefixes
-                     else _get(summary, "tokens.prefix"))
-    command = redact_command(str(_get(run, "command")))
+    fallback = (sum(bool(r.get("fallback")) for r in prefixes) if prefixes
+                else _get(summary, "fallback"))
     train_config = DEFAULT_CONFIG if DEFAULT_CONFIG in files else next(iter(files))
-    train_file = repo_path(train_config, "train")
-    val_line = ([f"    data.val_files=pope-data/{repo_path(train_config, 'validation')} \\"]
-                if "validation" in files[train_config] else [])
-
-    lines = [
-        _front_matter(files, license_id=license_id, pretty_name=name, rows=largest),
-        f"# {name}", "",
-        "POPE (Privileged On-Policy Exploration) trains a model with on-policy RL on problems it "
-        "cannot yet solve by showing it, as privileged context, the shortest prefix of an oracle "
-        "solution with which it solves the problem at least once. Training uses a 1:1 mix of the "
-        "unguided hard problems and their guided versions; the prefix is never a training target.",
-        "",
-        "## Configs", "",
-        "| config | train | validation | contents |", "|---|---:|---:|---|",
-        *[f"| `{c}` | {counts[c].get('train', 0)} | {counts[c].get('validation', 0)} | "
-          f"{CONFIG_DESCRIPTIONS.get(c, '')} |" for c in counts],
-        "",
-        "Rows follow verl's schema (`data_source`, `prompt` as chat messages, `ability`, "
-        "`reward_model.ground_truth`, `extra_info` with `problem_id`, `guided`, "
-        "`prefix_segments`, `prefix_fraction`, `fallback`) plus plain `problem` (the user turn), "
-        "`answer`, `solution` (= answer) and `messages` columns.", "",
-        "## Source", "",
-        f"- problems: {where}",
-        f"- licence: {LICENSE_NAMES.get(license_id, license_id)} (this dataset inherits the "
-        "source's licence)",
-        "",
-        "## How the hard set and the prefixes were found", "",
-        f"- model: `{model}` (engine `{_get(cfg, 'engine.engine')}`, dtype "
-        f"`{_get(cfg, 'engine.dtype')}`)",
-        f"- sampling: temperature {_get(cfg, 'temperature')}, top_p {_get(cfg, 'top_p')}, "
-        f"max_tokens {_get(cfg, 'max_tokens')}, seed {_get(cfg, 'seed')}",
-        f"- hard set: a problem is hard when 0 of k = {_get(cfg, 'k')} unguided samples are "
-        "correct",
-        f"- prefix search: strategy `{_get(cfg, 'strategy')}`, n = {_get(cfg, 'n')} samples per "
-        f"probed prefix (waves of {_get(cfg, 'wave_size')}), solutions cut into segments by "
-        f"`{_get(cfg, 'segmenter')}`; i* is the shortest prefix with at least one correct sample; "
-        "when none works, a random prefix shorter than 1/4 of the solution is used (fallback)",
-        "",
-        "## Counts", "",
-        f"- problems loaded: {_get(summary, 'problems')} ({_get(summary, 'quarantined')} rows "
-        "quarantined)",
-        f"- hard: {_get(summary, 'hard')}, easy: {_get(summary, 'easy')}",
-        f"- guided (hard with a solution): {guided}; fallback: {fallback} (fallback rate {rate})",
-        f"- hard problems without a solution (unguided rows only): "
-        f"{_get(summary, 'no_solution')}",
-        f"- generated tokens: hard-set curation {_get(summary, 'tokens.curate')}, prefix search "
-        f"{prefix_tokens}",
-        "",
-        "## Prefix lengths", "",
-    ]
-    if image:
-        lines += [f"![prefix fractions]({image})", ""]
-    if prefixes:
-        lines += ["Prefix length as a fraction of the solution (characters):", "",
-                  *_fraction_table(prefixes), "", *_istar_table(prefixes), ""]
-    else:
-        lines += ["No prefix records in the build folder.", ""]
-    lines += [
-        "## Guidance template", "",
-        "Guided prompts are built with `pope_eval.prompts.guided_text`; the user turn is:", "",
-        "```text", GUIDED_TEMPLATE, "```", "",
-        "with `{instruction}` =", "",
-        "```text", GUIDED_INSTRUCTION, "```", "",
-        "## Usage", "",
-        "**verl**: download the files, then point the trainer at them:", "",
-        "```bash",
-        f"hf download {repo} --repo-type dataset --local-dir pope-data",
-        "python -m verl.trainer.main_ppo \\",
-        f"    data.train_files=pope-data/{train_file} \\",
-        *val_line,
-        "    data.prompt_key=prompt ...",
-        "```", "",
-        "**TRL** (`GRPOTrainer` reads the conversational `prompt` column; the reward function "
-        "gets the reference answer as the `solution` column):", "",
-        "```python",
-        "from datasets import load_dataset",
-        f'train = load_dataset("{repo}", "{train_config}", split="train")',
-        "```", "",
-        "**OpenRLHF**:", "",
-        "```bash",
-        f"--prompt_data pope-data/{train_file} --input_key problem --apply_chat_template "
-        "--label_key answer",
-        "```", "",
-        "## Reproduce", "",
-        "```bash", command, "```", "",
-        f"Package versions: {json.dumps(_get(run, 'versions', {}), sort_keys=True)}", "",
-        "## Decontamination", "",
-        *_decontam_lines(decontam), "",
-    ]
-    return "\n".join(lines)
+    card_data = hub.DatasetCardData(
+        pretty_name=name, license=license_id, language=["en"],
+        task_categories=["text-generation"],
+        tags=["math", "reasoning", "reinforcement-learning", "grpo", "pope", "verl"],
+        size_categories=[size_category(max(sum(s.values()) for s in counts.values()))],
+        configs=[{"config_name": c, "data_files": [{"split": s, "path": repo_path(c, s)}
+                                                    for s in splits],
+                  **({"default": True} if c == DEFAULT_CONFIG else {})}
+                 for c, splits in files.items()])
+    card = hub.DatasetCard.from_template(
+        card_data, template_path=str(TEMPLATE), name=name,
+        configs=[{"name": c, "train": n.get("train", 0), "validation": n.get("validation", 0),
+                  "description": CONFIG_DESCRIPTIONS.get(c, "")} for c, n in counts.items()],
+        where=where, licence_name=LICENSE_NAMES.get(license_id, license_id), model=model,
+        engine=_get(cfg, "engine.engine"), dtype=_get(cfg, "engine.dtype"),
+        temperature=_get(cfg, "sampling.temperature"), top_p=_get(cfg, "sampling.top_p"),
+        max_tokens=_get(cfg, "sampling.max_tokens"), seed=_get(cfg, "sampling.seed"),
+        k=_get(cfg, "k"), n=_get(cfg, "n"), strategy=_get(cfg, "strategy"),
+        wave_size=_get(cfg, "wave_size"), segmenter=_get(cfg, "segmenter"),
+        problems=_get(summary, "problems"), quarantined=_get(summary, "quarantined"),
+        hard=_get(summary, "hard"), easy=_get(summary, "easy"), guided=guided,
+        fallback=fallback,
+        rate=f"{fallback / guided:.1%}" if isinstance(guided, int) and guided else NA,
+        no_solution=_get(summary, "no_solution"), curate_tokens=_get(summary, "tokens.curate"),
+        prefix_tokens=(sum(int(r.get("tokens") or 0) for r in prefixes) if prefixes
+                       else _get(summary, "tokens.prefix")),
+        image=image,
+        fraction_table="\n".join(_fraction_table(prefixes)) if prefixes else "",
+        istar_table="\n".join(_istar_table(prefixes)) if prefixes else "",
+        guided_template=GUIDED_TEMPLATE, guided_instruction=GUIDED_INSTRUCTION,
+        repo=repo_id or "ORG/NAME", train_config=train_config,
+        train_file=repo_path(train_config, "train"),
+        val_file=(repo_path(train_config, "validation")
+                  if "validation" in files[train_config] else None),
+        command=redact_command(str(_get(run, "command"))),
+        versions=json.dumps(_get(run, "versions", {}), sort_keys=True),
+        decontamination="\n".join(_decontam_lines(_read_json(out / "decontamination.json"))),
+    )
+    return str(card)

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pope_eval.errors import ConfigError, DataError
+from pope_eval.seeds import stable_int
 
 MODES = ("steps", "sentences", "tokens")
 
@@ -134,8 +134,7 @@ def fallback_prefix(solution: str, seed: int | str) -> tuple[str, float]:
     limit = (len(solution) - 1) // 4  # longest allowed prefix: len < len(solution) / 4
     if limit < 1:
         return "", 0.0
-    digest = hashlib.sha256(f"fallback:{seed}".encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "little"))
+    rng = random.Random(stable_int(f"fallback:{seed}"))
     cut = rng.randint(max(1, limit // 2), limit)
     boundaries = [m.start() for m in re.finditer(r"\s", solution[: cut + 1]) if 0 < m.start() <= cut]
     if boundaries:

@@ -47,13 +47,21 @@ def write_report(out: Path, summary: dict[str, Any], per_problem: pl.DataFrame) 
         lines.append(f"| {k} | {est:.3f} | [{lo:.3f}, {hi:.3f}] | {maj_s} |")
     lines += ["", "## Sample statuses", "", "| status | samples |", "|---|---:|"]
     lines += [f"| {s} | {c} |" for s, c in summary["status_counts"].items()]
+    reasons = summary.get("finish_reasons", {})
+    lines += ["", "## Finish reasons", "", "| reason | samples |", "|---|---:|"]
+    lines += [f"| {r} | {c} |" for r, c in sorted(reasons.items())]
+    total = sum(reasons.values())
+    if total and reasons.get("length", 0) / total > 0.5:
+        lines += ["", f"Most samples ({reasons['length']} of {total}) stopped at max_tokens = "
+                  f"{summary['sampling']['max_tokens']} before giving an answer, which alone can "
+                  "explain a low pass@k: raise --max-tokens."]
     lines += ["", "## Per problem", "", "| id | answer | correct / n |", "|---|---|---:|"]
     for row in per_problem.iter_rows(named=True):
         lines.append(f"| {row['id']} | {_cell(row['answer'])} | {row['correct']} / {row['n']} |")
     lines += ["", "![pass@k](pass_at_k.png)", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     plot_curves([(summary.get("model", "run"), summary)], out / "pass_at_k.png",
-                title=f"pass@k on {summary['data']}")
+                title=f"pass@k on {Path(str(summary['data'])).name}")
 
 
 def _cell(text: str) -> str:
@@ -74,6 +82,11 @@ def plot_curves(runs: Sequence[tuple[str, dict[str, Any]]], path: Path, *, title
         ax.plot(ks, [r[1] for r in rows], marker="o", label=label)
         ax.fill_between(ks, [r[2] for r in rows], [r[3] for r in rows], alpha=0.2)
     ax.set_xscale("log", base=2)
+    # Plain k values as ticks (1, 2, 4, ...), not 2^0, 2^1.
+    all_ks = sorted({k for _, summary in runs for k, *_ in curve(summary)})
+    ax.set_xticks(all_ks)
+    ax.set_xticklabels([str(k) for k in all_ks])
+    ax.minorticks_off()
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k")
     ax.set_ylim(0, 1)

@@ -80,6 +80,12 @@ def test_build_finds_minimal_prefixes_and_exports_verl_rows(tmp_path):
     assert {"prompt", "solution", "reward_model", "extra_info"} <= set(ds.column_names)
     report = (out / "report.md").read_text()
     assert "7 hard" in report and (out / "prefix_fraction.png").stat().st_size > 1000
+    # The dataset card reads the real run config of the build.
+    from pope_data.card import render_card
+
+    card = render_card(out)
+    assert "temperature 0.8, top_p 0.95, max_tokens 16, seed 0" in card
+    assert "strategy `bisect-seq`, n = 2" in card
 
 
 def test_rerun_generates_nothing_and_changed_config_is_refused(tmp_path):

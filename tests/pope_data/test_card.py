@@ -68,8 +68,9 @@ def make_build(root: Path, *, source: str = "omni-math", hard: int = 12, easy: i
         config = {
             "source": source, "path": "omni.jsonl" if source != "synthetic" else None,
             "hub_id": None, "k": 8, "n": 4, "strategy": "sweep", "wave_size": 4,
-            "segmenter": "steps", "temperature": 0.8, "top_p": 0.95, "max_tokens": 192,
-            "seed": 0, "engine": {"engine": "openai", "model": "Qwen/Qwen3-4B-Instruct-2507",
+            "segmenter": "steps",
+            "sampling": {"temperature": 0.8, "top_p": 0.95, "max_tokens": 192, "seed": 0},
+            "engine": {"engine": "openai", "model": "Qwen/Qwen3-4B-Instruct-2507",
                                   "dtype": "auto", "api_key": "sk-local-0000"},
         }
         (out / "run_config.json").write_text(json.dumps(
