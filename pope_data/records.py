@@ -1,4 +1,4 @@
-"""The records passed between pope_data's stages: Problem (DESIGN §3) and search types (§5).
+"""The records passed between pope_data's stages: Problem and search types (docs/design.md).
 
 Sources yield `Problem`; strategies in `pope_data.search` emit `Probe`s and consume `ProbeOutcome`s.
 """

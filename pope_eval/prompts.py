@@ -14,7 +14,7 @@ from pope_eval.errors import ConfigError
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 # POPE's guidance: the oracle prefix is privileged context, not a target. The model is told to
-# build on it and finish the solution itself (DESIGN §1).
+# build on it and finish the solution itself (docs/design.md, "Search").
 GUIDED_INSTRUCTION = (
     "The text between <partial_solution> tags is the beginning of a correct solution to this "
     "problem. Study it, then continue the solution from where it stops: build on its steps "

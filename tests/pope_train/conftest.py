@@ -1,4 +1,4 @@
-"""Fixtures for the verl tests: export-shaped parquet files (DESIGN §3) built with pope's prompts.
+"""Fixtures for the verl tests: export-shaped parquet files (docs/design.md, "Data contracts") built with pope's prompts.
 
 Every test here needs verl (the train venv); without it the whole folder is skipped with a reason.
 """
