@@ -1,4 +1,5 @@
-"""verl integration for POPE: reward function, pass@k advantage estimator, configs and launcher.
+"""Training for POPE: verl integration (reward, pass@k advantage, configs, launcher) and a TRL backend.
 
-Installed with the `train` extra in its own venv (scripts/setup_train_env.sh); run via `pope-train`.
+verl runs in its own venv (scripts/setup_train_env.sh); the TRL backend (`pope_train.trl_backend`,
+extra `trl`) runs in the main venv on one machine. Both via `pope-train run --backend verl|trl`.
 """

@@ -1,0 +1,341 @@
+"""TRL backend of `pope-train`: GRPO on one machine (CPU included) with TRL's `GRPOTrainer`.
+
+`plan = plan_trl(TrlConfig(config="pope", model="smollm2-135m", export_dir="OUT/export", out_dir=D))`
+checks everything without loading a model; `train(plan, progress=...)` runs and saves checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pope_eval.errors import ConfigError, DataError, require
+from pope_train.launch import TRAIN_SETS, check_data_file, check_same_schema
+from pope_train.reward import compute_score_batch
+from pope_train.trl_metrics import MetricsWriter, batch_stats, plot_metrics, step_record
+
+log = logging.getLogger(__name__)
+
+# The paper's GRPO (DESIGN §1, the verl configs' _pope.yaml) in GRPOConfig's terms: 8 rollouts per
+# prompt, no KL (beta=0: TRL then loads no reference model), no entropy term, fully on-policy (one
+# update per generation), group-normalised advantages, token-mean loss ("dapo" is TRL's name for
+# verl's loss_agg_mode=token-mean), sampling at T=1, top_p=1, lr 1e-6, PPO clip 0.2.
+PAPER_SETTINGS: dict[str, Any] = {
+    "num_generations": 8,
+    "beta": 0.0,
+    "entropy_coef": 0.0,
+    "num_iterations": 1,
+    "scale_rewards": "group",
+    "loss_type": "dapo",
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "learning_rate": 1.0e-6,
+    "epsilon": 0.2,
+}
+
+
+@dataclass(frozen=True)
+class TrlRecipe:
+    """One TRL training config: what it is and the GRPOConfig fields it changes from the paper's."""
+
+    summary: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+# The data each config trains on comes from launch.TRAIN_SETS (shared with verl).
+TRL_CONFIGS: dict[str, TrlRecipe] = {
+    "pope": TrlRecipe("POPE: 1:1 mix of unguided hard problems and their guided versions."),
+    "hard_only": TrlRecipe("Baseline: hard problems only, plain GRPO."),
+    "easy_hard_mix": TrlRecipe("Baseline: hard problems plus easy problems, plain GRPO."),
+    "pope_easy_hard": TrlRecipe("POPE mix plus easy problems."),
+    "clip_higher": TrlRecipe("Baseline: hard only with DAPO's clip-higher (upper clip bound 0.28).",
+                             {"epsilon": 0.2, "epsilon_high": 0.28}),
+    "entropy_bonus": TrlRecipe("Baseline: hard only with an entropy bonus (coefficient 0.001).",
+                               {"entropy_coef": 0.001}),
+}
+# verl configs TRL cannot run as the paper means them.
+TRL_UNSUPPORTED: dict[str, str] = {
+    "pass_at_k": "TRL has no pass@k advantage estimator (pope_train.advantages is a verl plug-in); "
+                 "run it with --backend verl",
+}
+
+DEFAULT_OUT = "pope-train-trl"
+
+
+def list_trl_configs() -> list[str]:
+    return sorted(TRL_CONFIGS)
+
+
+def _check_registry() -> None:
+    unknown = set(TRL_CONFIGS) - set(TRAIN_SETS)
+    if unknown:  # a programming error, caught by the tests: every config needs its data subsets
+        raise ConfigError(f"TRL configs {sorted(unknown)} have no entry in launch.TRAIN_SETS")
+
+
+@dataclass(frozen=True)
+class TrlConfig:
+    """Everything one TRL run needs; validated on construction (no file or model is read)."""
+
+    config: str
+    model: str
+    out_dir: str = DEFAULT_OUT
+    export_dir: str | None = None
+    train_files: tuple[str, ...] = ()
+    max_steps: int = 20
+    seed: int = 0
+    prompts_per_step: int = 2
+    num_generations: int = 8
+    max_completion_length: int = 512
+    learning_rate: float | None = None  # None: the recipe's (the paper's 1e-6)
+    temperature: float | None = None
+    save_steps: int = 10
+
+    def __post_init__(self) -> None:
+        _check_registry()
+        if self.config in TRL_UNSUPPORTED:
+            raise ConfigError(f"config: {self.config!r} is not available with --backend trl: "
+                              f"{TRL_UNSUPPORTED[self.config]}")
+        if self.config not in TRL_CONFIGS:
+            raise ConfigError(f"config: unknown TRL config {self.config!r}; choose one of "
+                              f"{', '.join(list_trl_configs())}")
+        if not self.model or not self.model.strip():
+            raise ConfigError("model: give a Hub id, a local model folder or 'smollm2-135m'")
+        if not self.train_files and not self.export_dir:
+            raise ConfigError("train_files: give --train PATH (repeatable) or --export OUT/export")
+        if not self.out_dir or not str(self.out_dir).strip():
+            raise ConfigError("out_dir: give --out DIR")
+        for name in ("max_steps", "prompts_per_step", "max_completion_length", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            raise ConfigError(f"num_generations: GRPO compares rollouts of a prompt, needs >= 2, "
+                              f"got {self.num_generations}")
+        if self.seed < 0:
+            raise ConfigError(f"seed: must be >= 0, got {self.seed}")
+        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
+            raise ConfigError(f"learning_rate: must be in (0, 1), got {self.learning_rate}")
+        if self.temperature is not None and not 0 < self.temperature <= 5:
+            raise ConfigError(f"temperature: must be in (0, 5], got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class TrlPlan:
+    """The checked run: data files, which problems are hard, the model folder, GRPOConfig fields."""
+
+    config: TrlConfig
+    train_files: tuple[str, ...]
+    hard_ids: frozenset[str]
+    model_path: str
+    grpo: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary (the CLI's --dry-run, run_config.json)."""
+        return {"config": asdict(self.config), "train_files": list(self.train_files),
+                "hard_problems": len(self.hard_ids), "model_path": self.model_path,
+                "grpo_config": self.grpo}
+
+
+def _train_files(cfg: TrlConfig) -> list[str]:
+    files = list(cfg.train_files)
+    if cfg.export_dir:
+        export = Path(cfg.export_dir)
+        if not export.is_dir():
+            raise DataError(f"export: {export} is not a folder (expected OUT/export of pope-data build)")
+        for subset in TRAIN_SETS[cfg.config]:
+            path = export / subset / "train.parquet"
+            if not path.is_file():
+                raise DataError(f"export: config {cfg.config} trains on {path}, which is missing")
+            files.append(str(path))
+    for path in files:
+        check_data_file(path)
+    check_same_schema(files, "train files")
+    return [str(Path(p).resolve()) for p in files]
+
+
+def _hard_ids(cfg: TrlConfig, files: Sequence[str]) -> frozenset[str]:
+    """Problem ids of the hard problems among the training rows: every id of an export's hard/mix
+    subset (easy rows are unguided too, so `guided` alone cannot tell them apart); for explicit
+    --train files, every problem that has a guided row (POPE guides hard problems only)."""
+    import pyarrow.parquet as pq
+
+    hard: set[str] = set()
+    hard_files = set()
+    if cfg.export_dir:
+        export = Path(cfg.export_dir).resolve()
+        hard_files = {str(export / s / "train.parquet") for s in TRAIN_SETS[cfg.config]
+                      if s in ("hard", "mix")}
+    for path in files:
+        infos = pq.read_table(path, columns=["extra_info"]).column("extra_info").to_pylist()
+        for info in infos:
+            if path in hard_files or info.get("guided"):
+                hard.add(info["problem_id"])
+    return frozenset(hard)
+
+
+def _check_out_dir(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"out: {path} exists and is not a folder")
+    if (path / "metrics.jsonl").exists():
+        raise ConfigError(f"out: {path} already holds a run (metrics.jsonl); choose a new --out")
+
+
+def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool) -> dict[str, Any]:
+    """GRPOConfig keyword arguments: the paper's settings, the recipe's, then the run's options."""
+    settings = {**PAPER_SETTINGS, **TRL_CONFIGS[cfg.config].settings}
+    settings["num_generations"] = cfg.num_generations
+    if cfg.learning_rate is not None:
+        settings["learning_rate"] = cfg.learning_rate
+    if cfg.temperature is not None:
+        settings["temperature"] = cfg.temperature
+    settings.update(
+        output_dir=out_dir,
+        max_steps=cfg.max_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_completion_length=cfg.max_completion_length,
+        # One optimizer step = one generation of prompts_per_step prompts x num_generations rollouts.
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        gradient_accumulation_steps=1,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        # Checkpoints are plain model folders (weights, config, tokenizer) for pope-eval/pope-data.
+        save_only_model=True,
+        report_to="none",
+        disable_tqdm=True,
+        # CPU: no bf16 kernels on this class of machine, and activations fit without recomputation.
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        gradient_checkpointing=on_gpu,
+        model_init_kwargs={"dtype": "bfloat16" if on_gpu else "float32"},
+    )
+    return settings
+
+
+def plan_trl(cfg: TrlConfig) -> TrlPlan:
+    """Check TRL, data, model and output folder; nothing is loaded or trained."""
+    require("trl", "trl")
+    from pope_eval.models import resolve_model
+
+    _check_out_dir(Path(cfg.out_dir))
+    files = _train_files(cfg)
+    hard = _hard_ids(cfg, files)
+    model_path = resolve_model(cfg.model).path
+    torch = require("torch", "hf")
+    grpo = grpo_settings(cfg, str(Path(cfg.out_dir).resolve()), on_gpu=torch.cuda.is_available())
+    return TrlPlan(config=cfg, train_files=tuple(files), hard_ids=hard, model_path=model_path,
+                   grpo=grpo)
+
+
+class PopeReward:
+    """TRL reward function: pope's grading (`pope_train.reward.compute_score_batch`, the verl
+    reward's semantics: 1.0 correct else 0.0) on `reward_model.ground_truth`, logging per step the
+    guided / unguided reward and solvability through TRL's `log_metric`."""
+
+    __name__ = "pope_correct"  # TRL names the reward column after it
+
+    def __init__(self, hard_ids: frozenset[str]) -> None:
+        self.hard_ids = hard_ids
+        self.rows_graded = {"guided": 0, "unguided": 0}
+
+    def __call__(self, prompts: list, completions: list, reward_model: list[Mapping[str, Any]],
+                 extra_info: list[Mapping[str, Any]], data_source: list[str],
+                 log_metric: Callable[[str, float], None] | None = None,
+                 **kwargs: Any) -> list[float]:
+        # Conversational rows: each completion is [{"role": "assistant", "content": ...}].
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        golds = [r["ground_truth"] for r in reward_model]
+        results = compute_score_batch(data_source, texts, golds, extra_info)
+        scores = [r["score"] for r in results]
+        for r in results:
+            self.rows_graded["guided" if r["guided"] else "unguided"] += 1
+        if log_metric is not None:
+            for key, value in batch_stats(scores, extra_info, self.hard_ids).items():
+                log_metric(key, value)
+        return scores
+
+
+@dataclass
+class TrlResult:
+    """What a run produced."""
+
+    out_dir: Path
+    final_model: Path
+    checkpoints: list[Path]
+    metrics: Path
+    plot: Path | None
+    rows_graded: dict[str, int]
+    steps: int
+
+
+StepProgress = Callable[[dict[str, Any], int], None]  # (metrics record, max_steps)
+
+
+def _callback(writer: MetricsWriter, progress: StepProgress | None):
+    from transformers import TrainerCallback
+
+    class StepMetrics(TrainerCallback):
+        """Writes one metrics.jsonl record per training step and reports it."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            # The end-of-training summary log (train_runtime, ...) carries no reward.
+            if not logs or "reward" not in logs:
+                return
+            record = step_record(state.global_step, logs)
+            writer.write(record)
+            if progress is not None:
+                progress(record, state.max_steps)
+
+    return StepMetrics()
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("pope", "trl", "transformers", "torch"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def train(plan: TrlPlan, progress: StepProgress | None = None) -> TrlResult:
+    """Run GRPO; write DIR/metrics.jsonl, DIR/metrics.png, DIR/checkpoint-N/ and DIR/final/."""
+    require("trl", "trl")
+    import datasets
+    from transformers import PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    cfg = plan.config
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run_config.json").write_text(
+        json.dumps({**plan.describe(), "versions": _versions()}, indent=2) + "\n")
+    dataset = datasets.load_dataset("parquet", data_files=list(plan.train_files), split="train")
+    writer = MetricsWriter(out / "metrics.jsonl")
+    reward = PopeReward(plan.hard_ids)
+    trainer = GRPOTrainer(
+        model=plan.model_path,
+        reward_funcs=reward,
+        args=GRPOConfig(**plan.grpo),
+        train_dataset=dataset,
+        callbacks=[_callback(writer, progress)],
+    )
+    # disable_tqdm makes Trainer print every log dict; the CLI owns the console.
+    trainer.remove_callback(PrinterCallback)
+    log.info("TRL GRPO: %s on %d rows, %d steps", cfg.config, len(dataset), cfg.max_steps)
+    trainer.train()
+    final = out / "final"
+    trainer.save_model(str(final))
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    plot = plot_metrics(writer.path, out / "metrics.png") if writer.path.exists() else None
+    return TrlResult(out_dir=out, final_model=final, checkpoints=checkpoints, metrics=writer.path,
+                     plot=plot, rows_graded=dict(reward.rows_graded),
+                     steps=trainer.state.global_step)

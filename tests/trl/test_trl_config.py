@@ -1,0 +1,206 @@
+"""The TRL backend without training: config registry, validation, data checks, reward and metrics.
+
+Fast tests (no model is loaded); the real GRPO steps are in test_trl_train.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pope_cli.train import app
+from typer.testing import CliRunner
+
+from pope_eval.errors import ConfigError, DataError
+from pope_train.launch import TRAIN_SETS, list_configs
+from pope_train.trl_backend import (
+    PAPER_SETTINGS,
+    TRL_CONFIGS,
+    TRL_UNSUPPORTED,
+    PopeReward,
+    TrlConfig,
+    grpo_settings,
+    plan_trl,
+)
+from pope_train.trl_metrics import STEP_FIELDS, batch_stats, plot_metrics, step_record
+from tests.trl.conftest import make_export
+
+runner = CliRunner()
+
+
+def test_every_verl_config_is_either_a_trl_config_or_refused_with_a_reason():
+    assert set(TRL_CONFIGS) | set(TRL_UNSUPPORTED) == set(list_configs())
+    assert not set(TRL_CONFIGS) & set(TRL_UNSUPPORTED)
+    assert set(TRL_CONFIGS) <= set(TRAIN_SETS)
+    assert {"pope", "hard_only", "easy_hard_mix", "clip_higher", "pope_easy_hard"} <= set(TRL_CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(TRL_CONFIGS))
+def test_grpo_settings_follow_the_paper(name, tmp_path):
+    cfg = TrlConfig(config=name, model="smollm2-135m", export_dir=str(tmp_path))
+    s = grpo_settings(cfg, str(tmp_path), on_gpu=False)
+    assert s["num_generations"] == 8 and s["beta"] == 0.0 and s["num_iterations"] == 1
+    assert s["entropy_coef"] == (0.001 if name == "entropy_bonus" else 0.0)
+    assert s.get("epsilon_high") == (0.28 if name == "clip_higher" else None)
+    assert s["per_device_train_batch_size"] == cfg.prompts_per_step * 8
+    assert s["save_only_model"] and not s["bf16"] and s["use_cpu"]
+    assert s["learning_rate"] == PAPER_SETTINGS["learning_rate"]
+    # The settings build a real GRPOConfig (TRL's own validation).
+    from trl import GRPOConfig
+
+    GRPOConfig(**s)
+
+
+def test_run_options_override_the_recipe(tmp_path):
+    cfg = TrlConfig(config="pope", model="m", export_dir=str(tmp_path), learning_rate=3e-5,
+                    temperature=0.7, num_generations=4, max_completion_length=24, seed=5)
+    s = grpo_settings(cfg, str(tmp_path), on_gpu=False)
+    assert (s["learning_rate"], s["temperature"], s["num_generations"]) == (3e-5, 0.7, 4)
+    assert (s["max_completion_length"], s["seed"], s["data_seed"]) == (24, 5, 5)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"config": "nope"}, "config"),
+    ({"config": "pass_at_k"}, "pass@k"),
+    ({"max_steps": 0}, "max_steps"),
+    ({"num_generations": 1}, "num_generations"),
+    ({"learning_rate": 0.0}, "learning_rate"),
+    ({"temperature": -1.0}, "temperature"),
+    ({"seed": -1}, "seed"),
+    ({"export_dir": None}, "train_files"),
+    ({"model": " "}, "model"),
+])
+def test_config_errors_name_the_field(kwargs, field):
+    base = {"config": "pope", "model": "smollm2-135m", "export_dir": "x"}
+    with pytest.raises(ConfigError, match=field):
+        TrlConfig(**{**base, **kwargs})
+
+
+def test_plan_checks_the_export_and_the_out_folder(tmp_path, tiny_model_dir):
+    export = make_export(tmp_path / "data", hard=2, easy=0)
+    with pytest.raises(DataError, match="easy/train.parquet"):
+        plan_trl(TrlConfig(config="easy_hard_mix", model=str(tiny_model_dir),
+                           export_dir=str(export), out_dir=str(tmp_path / "o1")))
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "metrics.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        plan_trl(TrlConfig(config="pope", model=str(tiny_model_dir), export_dir=str(export),
+                           out_dir=str(used)))
+    with pytest.raises(ConfigError, match="config.json"):
+        plan_trl(TrlConfig(config="pope", model=str(tmp_path), export_dir=str(export),
+                           out_dir=str(tmp_path / "o2")))
+
+
+def test_plan_reads_the_config_subsets_and_tells_hard_from_easy(tmp_path, tiny_model_dir):
+    export = make_export(tmp_path / "data", hard=2, easy=2)
+    plan = plan_trl(TrlConfig(config="pope_easy_hard", model=str(tiny_model_dir),
+                              export_dir=str(export), out_dir=str(tmp_path / "o")))
+    assert [Path(f).parent.name for f in plan.train_files] == list(TRAIN_SETS["pope_easy_hard"])
+    assert plan.hard_ids == {"synthetic-s0-d1-00000", "synthetic-s0-d1-00001"}
+    plan = plan_trl(TrlConfig(config="easy_hard_mix", model=str(tiny_model_dir),
+                              export_dir=str(export), out_dir=str(tmp_path / "o")))
+    assert len(plan.hard_ids) == 2 and not any("-s1-" in i for i in plan.hard_ids)
+
+
+def test_trl_reads_the_export_through_its_own_loading_path(one_problem_export):
+    import datasets
+    from trl.data_utils import is_conversational
+
+    ds = datasets.load_dataset("parquet", data_files=str(one_problem_export / "mix/train.parquet"),
+                               split="train")
+    row = ds[0]
+    assert is_conversational(row)
+    assert {"prompt", "reward_model", "extra_info", "solution"} <= set(ds.column_names)
+
+
+def test_reward_grades_with_pope_and_logs_guided_unguided_and_solvable():
+    reward = PopeReward(frozenset({"a", "b"}))
+    logged: dict[str, float] = {}
+    completions = [[{"role": "assistant", "content": t}] for t in
+                   ["The answer is \\boxed{12}.", "It is 7.", "\\boxed{5}", "no idea"]]
+    infos = [{"problem_id": "a", "guided": False}, {"problem_id": "a", "guided": False},
+             {"problem_id": "b", "guided": False}, {"problem_id": "b", "guided": True}]
+    scores = reward(prompts=[[]] * 4, completions=completions,
+                    reward_model=[{"ground_truth": g} for g in ["12", "12", "6", "6"]],
+                    extra_info=infos, data_source=["pope/synthetic"] * 4,
+                    log_metric=logged.__setitem__, trainer_state=None)
+    assert scores == [1.0, 0.0, 0.0, 0.0]
+    assert logged["pope/reward_unguided"] == pytest.approx(1 / 3)
+    assert logged["pope/reward_guided"] == 0.0
+    assert logged["pope/solvable"] == 0.5  # a has a correct rollout, b none
+    assert reward.rows_graded == {"guided": 1, "unguided": 3}
+
+
+def test_batch_stats_leave_out_what_a_step_did_not_have():
+    stats = batch_stats([1.0, 0.0], [{"guided": True, "problem_id": "x"}] * 2, frozenset({"x"}))
+    assert stats == {"pope/reward_guided": 0.5, "pope/unguided_hard_problems": 0.0}
+
+
+def test_step_records_and_plot(tmp_path):
+    logs = {"reward": 0.25, "pope/reward_guided": 0.5, "entropy": 1.5,
+            "completions/mean_length": 20.0, "pope/solvable": float("nan")}
+    record = step_record(3, logs)
+    assert record["step"] == 3 and record["reward_guided"] == 0.5 and record["solvable"] is None
+    assert set(record) == {"step", *STEP_FIELDS}
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps({**record, "step": s}) for s in (1, 2)) + "\n")
+    png = plot_metrics(path, tmp_path / "m.png")
+    assert png.stat().st_size > 1000
+
+
+def test_pope_train_and_the_trl_path_import_without_verl():
+    code = ("import sys, pope_train, pope_train.trl_backend, pope_train.trl_metrics, pope_cli.train; "
+            "assert 'verl' not in sys.modules, 'verl imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_refuses_options_of_the_other_backend(tmp_path):
+    res = runner.invoke(app, ["run", "pope", "--model", "smollm2-135m", "--backend", "trl",
+                              "--export", str(tmp_path), "trainer.total_epochs=3"])
+    assert res.exit_code == 2 and "verl overrides" in res.output
+    res = runner.invoke(app, ["run", "pope", "--model", "smollm2-135m", "--backend", "trl",
+                              "--export", str(tmp_path), "--nnodes", "2"])
+    assert res.exit_code == 2 and "--nnodes" in res.output
+    res = runner.invoke(app, ["run", "pope", "--model", "smollm2-135m",
+                              "--export", str(tmp_path), "--max-steps", "3"])
+    assert res.exit_code == 2 and "--max-steps" in res.output and "trl" in res.output
+    res = runner.invoke(app, ["run", "pope", "--model", "m", "--backend", "jax"])
+    assert res.exit_code == 2 and "--backend" in res.output
+
+
+def test_cli_validates_before_loading(tmp_path):
+    res = runner.invoke(app, ["run", "pass_at_k", "--model", "smollm2-135m", "--backend", "trl",
+                              "--export", str(tmp_path)])
+    assert res.exit_code == 2 and "--backend verl" in res.output
+    res = runner.invoke(app, ["run", "pope", "--model", "smollm2-135m", "--backend", "trl",
+                              "--export", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "missing" in res.output
+    res = runner.invoke(app, ["run", "pope", "--model", "smollm2-135m", "--backend", "trl",
+                              "--export", str(tmp_path), "--max-steps", "0"])
+    assert res.exit_code == 2 and "max_steps" in res.output
+
+
+def test_cli_dry_run_prints_the_grpo_config(one_problem_export, tiny_model_dir, tmp_path):
+    res = runner.invoke(app, ["run", "clip_higher", "--model", str(tiny_model_dir), "--backend",
+                              "trl", "--export", str(one_problem_export.parent.parent / "x"),
+                              "--out", str(tmp_path / "o"), "--dry-run"])
+    assert res.exit_code == 2  # no export there
+    export = make_export(tmp_path / "data", hard=1, easy=0)
+    res = runner.invoke(app, ["run", "clip_higher", "--model", str(tiny_model_dir), "--backend",
+                              "trl", "--export", str(export), "--out", str(tmp_path / "o"),
+                              "--dry-run", "--max-steps", "7"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout[res.stdout.index("{"):])
+    assert plan["grpo_config"]["epsilon_high"] == 0.28 and plan["grpo_config"]["max_steps"] == 7
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_lists_backends_per_config():
+    res = runner.invoke(app, ["configs"])
+    assert res.exit_code == 0
+    line = next(ln for ln in res.stdout.splitlines() if "pass_at_k" in ln)
+    assert "no" in line
