@@ -24,6 +24,7 @@ STEP_FIELDS: dict[str, str] = {
     "clipped_ratio": "completions/clipped_ratio",
     "loss": "loss",
     "learning_rate": "learning_rate",
+    "step_time": "step_time",
 }
 
 
