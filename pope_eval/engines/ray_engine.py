@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Seconds to wait for every replica to be placed and to load its model (vLLM start: minutes).
 START_TIMEOUT = 1800.0
+# Ray runs workers at nice 15; on a shared machine that starves the replicas, which are the work.
+LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
 
 
 class _Replica:
@@ -94,7 +96,8 @@ class RayEngine(Engine):
         owns = not ray.is_initialized()
         if owns:
             if address == "local":
-                ray.init(include_dashboard=False, log_to_driver=False)
+                ray.init(include_dashboard=False, log_to_driver=False,
+                         _system_config=LOCAL_SYSTEM_CONFIG)
             else:
                 ray.init(address=address, log_to_driver=False)
         resources = ray.cluster_resources()

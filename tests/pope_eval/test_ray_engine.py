@@ -18,7 +18,7 @@ import pytest
 
 from pope_eval.engines import Engine, EngineConfig, GenerationRequest, GenerationResult, make_engine
 from pope_eval.engines.base import Sample
-from pope_eval.engines.ray_engine import RayEngine, split_chunks
+from pope_eval.engines.ray_engine import LOCAL_SYSTEM_CONFIG, RayEngine, split_chunks
 from pope_eval.errors import ConfigError, EngineError
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -31,7 +31,7 @@ def start_ray() -> bool:
     # Workers import the fake engines below by module name: give them the repository root.
     root = str(Path(__file__).resolve().parents[2])
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=200 * 1024**2,
+             object_store_memory=200 * 1024**2, _system_config=LOCAL_SYSTEM_CONFIG,
              runtime_env={"env_vars": {"PYTHONPATH": root}})
     return True
 
