@@ -66,6 +66,7 @@ class Inputs:
     segmentations: dict[str, Segmentation]
     decontam: Any  # pope_data.decontam.DecontamResult
     decontam_not_checked: dict[str, str]
+    tokenizer: Any = None  # the model's, when loaded (token segments, prompt lengths)
 
 
 def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
@@ -88,7 +89,7 @@ def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
     try:
         hard, easy = curate_stage(config, service, inputs.problems, out)
         hard, unsolved = solve_stage(config, service, hard, oracle_engine, progress)
-        choices, no_solution = prefix_stage(config, service, hard, inputs.segmentations)
+        choices, no_solution = prefix_stage(config, service, hard, inputs)
     finally:
         if engine is None:
             eng.close()
@@ -150,7 +151,7 @@ def check_inputs(config: BuildConfig, *, inspect: bool) -> Inputs:
         if p.solution:
             segmentations[p.id] = segment(p.solution, config.segmenter, tokenizer=tokenizer,
                                           chunk_tokens=config.segment_tokens)
-    return Inputs(problems, quarantine, segmentations, decontam, not_checked)
+    return Inputs(problems, quarantine, segmentations, decontam, not_checked, tokenizer)
 
 
 def _drop_too_long(config: BuildConfig, problems: list[Problem], tokenizer: Any, context: int,
@@ -260,8 +261,7 @@ def solve_stage(config: BuildConfig, service: SearchService, hard: list[Problem]
 
 
 def prefix_stage(config: BuildConfig, service: SearchService, hard: list[Problem],
-                 segmentations: dict[str, Segmentation]
-                 ) -> tuple[dict[str, PrefixChoice], list[str]]:
+                 inputs: Inputs) -> tuple[dict[str, PrefixChoice], list[str]]:
     """Minimal prefix per hard problem with a solution (fallback: a random cut < 1/4)."""
     segs: dict[str, Segmentation] = {}
     tasks, no_solution, direct_fallback = [], [], []
@@ -270,7 +270,9 @@ def prefix_stage(config: BuildConfig, service: SearchService, hard: list[Problem
             no_solution.append(p.id)
             continue
         # Oracle-written solutions were not segmented up front.
-        seg = segs[p.id] = segmentations.get(p.id) or segment(p.solution, config.segmenter)
+        seg = segs[p.id] = inputs.segmentations.get(p.id) or segment(
+            p.solution, config.segmenter, tokenizer=inputs.tokenizer,
+            chunk_tokens=config.segment_tokens)
         top = _top(config, seg)
         if top < 1:
             direct_fallback.append(p.id)  # one-segment solution: only the random cut

@@ -87,7 +87,11 @@ class Journal:
             conn.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (json.dumps(fp),))
         else:
             diffs = config_diff(json.loads(row[0]), fp)
-            if diffs:
+            if diffs and conn.execute("SELECT COUNT(*) FROM probes").fetchone()[0] == 0:
+                # Nothing generated yet: the corrected configuration takes over.
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'fingerprint'",
+                             (json.dumps(fp),))
+            elif diffs:
                 conn.close()
                 raise ConfigError(
                     f"{p} was written with another configuration; resume with the same options "

@@ -67,6 +67,15 @@ def probe_seed(seed: int, stage: str, probe: Probe) -> int:
     return stable_int(f"{seed}:{stage}:{probe.problem_id}:{probe.prefix_segments}", 4)
 
 
+def kept_texts(retention: str, texts: list[str], statuses: list[str]) -> list[str]:
+    """The sample texts a journal row keeps: all, the correct ones (others stored as ""), none."""
+    if retention == "all":
+        return list(texts)
+    if retention == "correct":
+        return [t if st == "correct" else "" for t, st in zip(texts, statuses)]
+    return []
+
+
 @dataclass
 class SearchService:
     engine: Engine
@@ -145,13 +154,6 @@ class SearchService:
             total += p.n
         return batch, []
 
-    def _kept_texts(self, samples, statuses: list[str]) -> list[str]:
-        if self.retention == "all":
-            return [s.text for s in samples]
-        if self.retention == "correct":
-            return [s.text if st == "correct" else "" for s, st in zip(samples, statuses)]
-        return []
-
     def _run_batch(self, stage: str, batch: list[Probe], by_id: dict[str, SearchTask],
                    state: ServiceProgress) -> list[ProbeOutcome]:
         started = time.time()
@@ -176,7 +178,7 @@ class SearchService:
                 samples=len(r.samples), correct=g.correct, tokens=r.generated_tokens,
                 finish_reasons=[s.finish_reason for s in r.samples], statuses=g.statuses,
                 params=params, seed=probe_seed(seed, stage, p), started=started,
-                texts=self._kept_texts(r.samples, g.statuses)))
+                texts=kept_texts(self.retention, [s.text for s in r.samples], g.statuses)))
             outcomes.append(ProbeOutcome(p, len(r.samples), g.correct, r.generated_tokens))
             state.generated_tokens += r.generated_tokens
         # Commit before the strategies move on: a crash after this line loses nothing.

@@ -60,7 +60,7 @@ def write_report(out: Path, summary: dict[str, Any], per_problem: pl.DataFrame) 
         lines.append(f"| {row['id']} | {_cell(row['answer'])} | {row['correct']} / {row['n']} |")
     lines += ["", "![pass@k](pass_at_k.png)", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
-    plot_curves([(summary.get("model", "run"), summary)], out / "pass_at_k.png",
+    plot_curves([(summary.get("model") or "run", summary)], out / "pass_at_k.png",
                 title=f"pass@k on {Path(str(summary['data'])).name}")
 
 
