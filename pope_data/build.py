@@ -28,7 +28,7 @@ from pope_data.shards import in_shard, parse_shard
 from pope_data.sources import load_problems
 from pope_eval.datafiles import Quarantine
 from pope_eval.engines import Engine, LazyEngine
-from pope_eval.errors import DataError
+from pope_eval.errors import DataError, PopeError
 from pope_eval.runinfo import open_run_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Inputs:
     decontam: Any  # pope_data.decontam.DecontamResult
     decontam_not_checked: dict[str, str]
     tokenizer: Any = None  # the model's, when loaded (token segments, prompt lengths)
+    revision: dict[str, str] = field(default_factory=dict)  # source dataset and its digest
 
 
 def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
@@ -94,7 +95,9 @@ def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
         if engine is None:
             eng.close()
     counts = write_export(out, hard, choices, easy=easy,
-                          validation_fraction=config.validation_fraction, seed=config.seed)
+                          validation_fraction=config.validation_fraction, seed=config.seed,
+                          provenance=provenance(config, inputs),
+                          solution_sources=solution_sources(config, inputs.problems, hard))
     summary = BuildSummary(
         out=str(out), problems=len(inputs.problems), quarantined=len(inputs.quarantine),
         decontaminated=len(inputs.decontam.removed), hard=len(hard), easy=len(easy),
@@ -118,12 +121,14 @@ def check_inputs(config: BuildConfig, *, inspect: bool) -> Inputs:
     from pope_eval.grading import bad_golds
 
     quarantine = Quarantine()
+    revision: dict[str, str] = {}
     problems = load_problems(
         config.source, path=config.path, hub_id=config.hub_id, columns=config.columns,
         limit=config.limit, seed=config.seed, quarantine=quarantine,
         difficulty=(None if config.difficulty_min is None and config.difficulty_max is None
                     else (config.difficulty_min, config.difficulty_max)),
         domain=config.domain, synthetic_difficulty=config.synthetic_difficulty,
+        revision=revision,
     )
     shard = parse_shard(config.shard)
     problems = [p for p in problems if in_shard(p.id, shard)]
@@ -151,7 +156,8 @@ def check_inputs(config: BuildConfig, *, inspect: bool) -> Inputs:
         if p.solution:
             segmentations[p.id] = segment(p.solution, config.segmenter, tokenizer=tokenizer,
                                           chunk_tokens=config.segment_tokens)
-    return Inputs(problems, quarantine, segmentations, decontam, not_checked, tokenizer)
+    return Inputs(problems, quarantine, segmentations, decontam, not_checked, tokenizer,
+                  revision)
 
 
 def _drop_too_long(config: BuildConfig, problems: list[Problem], tokenizer: Any, context: int,
@@ -213,6 +219,36 @@ def write_inputs(out: Path, config: BuildConfig, inputs: Inputs) -> CostPlan:
 def _top(config: BuildConfig, seg: Segmentation) -> int:
     """Longest candidate prefix (segments): the complete solution is not guidance."""
     return len(seg) if config.include_full_solution else len(seg) - 1
+
+
+def provenance(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
+    """Where every exported row comes from (pope_data.export.PROVENANCE_FIELDS but the solution
+    source, which is per problem)."""
+    from pope_eval.models import model_revision
+    from pope_eval.runinfo import package_versions
+
+    try:
+        model_rev = model_revision(config.engine.model, config.engine.cache_dir)
+    except PopeError as exc:  # a served model name the Hub does not know
+        log.info("model revision of %s unknown: %s", config.engine.model, exc)
+        model_rev = "unknown"
+    return {"source_dataset": inputs.revision.get("dataset", config.source),
+            "source_revision": inputs.revision.get("revision", "unknown"),
+            "search_model": config.engine.model, "search_model_revision": model_rev,
+            "k": config.k, "n": config.n, "strategy": config.strategy, "seed": config.seed,
+            "pope_version": package_versions().get("pope", "unknown")}
+
+
+def solution_sources(config: BuildConfig, loaded: list[Problem],
+                     hard: list[Problem]) -> dict[str, str]:
+    """Who wrote each problem's solution: the source's authors, or the oracle model."""
+    from pope_data.sources import solution_origin
+
+    origin = solution_origin(config.source)
+    had = {p.id for p in loaded if p.solution}
+    oracle = f"model:{(config.oracle or config.engine).model}"
+    return {p.id: (origin if p.id in had else oracle if p.solution else "none")
+            for p in [*loaded, *hard]}
 
 
 # -- the stages -------------------------------------------------------------------------------

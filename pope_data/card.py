@@ -217,6 +217,30 @@ def _decontam_lines(data: Any) -> list[str]:
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "dataset_card.md"
 
 
+def _provenance(files: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table of the rows' provenance: each field's values with their row counts."""
+    import pyarrow.parquet as pq
+
+    counts: dict[str, dict[str, int]] = {}
+    for splits in files.values():
+        for path in splits.values():
+            table = pq.read_table(path)
+            if "provenance" not in table.column_names:
+                continue
+            for prov in table.column("provenance").to_pylist():
+                for key, value in (prov or {}).items():
+                    counts.setdefault(key, {})
+                    counts[key][str(value)] = counts[key].get(str(value), 0) + 1
+    if not counts:
+        return "No provenance columns in these files (built before pope recorded them)."
+    lines = ["| field | value (rows) |", "|---|---|"]
+    for key, values in counts.items():
+        shown = "; ".join(f"`{v}` ({n})" if len(values) > 1 else f"`{v}`"
+                          for v, n in sorted(values.items()))
+        lines.append(f"| {key.replace('_', ' ')} | {shown} |")
+    return "\n".join(lines)
+
+
 def render_card(
     out_dir: str | Path, *, repo_id: str | None = None, license: str | None = None,
     pretty_name: str | None = None, files: Mapping[str, Mapping[str, Any]] | None = None,
@@ -259,6 +283,7 @@ def render_card(
                                                     for s in splits],
                   **({"default": True} if c == DEFAULT_CONFIG else {})}
                  for c, splits in files.items()])
+    provenance = _provenance(files)
     card = hub.DatasetCard.from_template(
         card_data, template_path=str(TEMPLATE), name=name,
         configs=[{"name": c, "train": n.get("train", 0), "validation": n.get("validation", 0),
@@ -287,5 +312,6 @@ def render_card(
         command=redact_command(str(_get(run, "command"))),
         versions=json.dumps(_get(run, "versions", {}), sort_keys=True),
         decontamination="\n".join(_decontam_lines(_read_json(out / "decontamination.json"))),
+        provenance=provenance,
     )
     return str(card)

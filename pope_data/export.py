@@ -48,10 +48,24 @@ def split_of(problem_id: str, validation_fraction: float, seed: int = 0) -> str:
         else "train"
 
 
+PROVENANCE_FIELDS = (
+    ("source_dataset", pa.string()),  # source name and where it was read (file or Hub id)
+    ("source_revision", pa.string()),  # sha256 of the file / rows, or the generator's version
+    ("search_model", pa.string()),
+    ("search_model_revision", pa.string()),  # Hub commit, or sha256 of the local weights
+    ("solution_source", pa.string()),  # human, dataset, generator, or model:<oracle>
+    ("k", pa.int64()), ("n", pa.int64()), ("strategy", pa.string()), ("seed", pa.int64()),
+    ("pope_version", pa.string()),
+)
+PROVENANCE = pa.struct(list(PROVENANCE_FIELDS))
+
+
 def verl_row(*, data_source: str, problem_id: str, problem: str, answer: str, split: str,
-             index: int = 0, prefix: PrefixChoice | None = None) -> dict[str, Any]:
+             index: int = 0, prefix: PrefixChoice | None = None,
+             provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """One training or validation row: verl's columns (data_source, prompt, ability,
-    reward_model, extra_info) plus plain problem/answer/solution/messages for TRL and OpenRLHF.
+    reward_model, extra_info) plus plain problem/answer/solution/messages for TRL and OpenRLHF,
+    and where it came from (`provenance`, see PROVENANCE_FIELDS; None for benchmark rows).
     With `prefix` the prompt is the guided one (problem + oracle prefix + instruction)."""
     if prefix is not None:
         messages = guided_messages(problem, prefix.prefix_text)
@@ -77,12 +91,15 @@ def verl_row(*, data_source: str, problem_id: str, problem: str, answer: str, sp
         "answer": answer,
         "solution": answer,  # TRL's name for the reference answer column
         "messages": messages,
+        "provenance": provenance,
     }
 
 
-def _row(p: Problem, choice: PrefixChoice | None, split: str) -> dict[str, Any]:
+def _row(p: Problem, choice: PrefixChoice | None, split: str,
+         provenance: dict[str, Any] | None) -> dict[str, Any]:
     return verl_row(data_source=f"{DATA_SOURCE}/{p.source}", problem_id=p.id,
-                    problem=p.problem, answer=p.answer, split=split, prefix=choice)
+                    problem=p.problem, answer=p.answer, split=split, prefix=choice,
+                    provenance=provenance)
 
 
 ROW_SCHEMA = pa.schema([
@@ -98,13 +115,14 @@ ROW_SCHEMA = pa.schema([
     ("answer", pa.string()),
     ("solution", pa.string()),
     ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("provenance", PROVENANCE),
 ])
 
 PREFIX_SCHEMA = pa.schema([
     ("problem_id", pa.string()), ("num_segments", pa.int64()), ("i_star", pa.int64()),
     ("prefix_segments", pa.int64()), ("prefix_fraction", pa.float64()),
     ("prefix_text", pa.string()), ("fallback", pa.bool_()), ("probes", pa.int64()),
-    ("samples", pa.int64()), ("tokens", pa.int64()),
+    ("samples", pa.int64()), ("tokens", pa.int64()), ("provenance", PROVENANCE),
 ])
 
 
@@ -118,25 +136,32 @@ def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> Pa
 def write_export(
     out_dir: str | Path, hard: Sequence[Problem], prefixes: dict[str, PrefixChoice], *,
     easy: Sequence[Problem] = (), validation_fraction: float = 0.1, seed: int = 0,
+    provenance: dict[str, Any] | None = None, solution_sources: dict[str, str] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Write every config and split; returns row counts {config: {split: rows}}."""
+    """Write every config and split; returns row counts {config: {split: rows}}. Every row
+    carries `provenance` with its problem's `solution_sources[id]`."""
+    def prov(p: Problem) -> dict[str, Any] | None:
+        if provenance is None:
+            return None
+        return {**provenance, "solution_source": (solution_sources or {}).get(p.id)}
+
     export = Path(out_dir) / "export"
     tables: dict[str, dict[str, list[dict[str, Any]]]] = {
         c: {s: [] for s in SPLITS} for c in CONFIGS}
     for p in hard:
         choice = prefixes.get(p.id)
         split = split_of(p.id, validation_fraction, seed)
-        unguided = _row(p, None, split)
+        unguided = _row(p, None, split, prov(p))
         tables["hard"][split].append(unguided)
         if choice is None:
             continue  # no solution to guide with: unguided only (counted in the report)
-        guided = _row(p, choice, split)
+        guided = _row(p, choice, split, prov(p))
         tables["guided"][split].append(guided)
         tables["mix"][split].extend([unguided, guided])
-        tables["prefixes"][split].append(asdict(choice))
+        tables["prefixes"][split].append({**asdict(choice), "provenance": prov(p)})
     for p in easy:
         split = split_of(p.id, validation_fraction, seed)
-        tables["easy"][split].append(_row(p, None, split))
+        tables["easy"][split].append(_row(p, None, split, prov(p)))
     rng = random.Random(seed)
     counts: dict[str, dict[str, int]] = {}
     for config, splits in tables.items():

@@ -11,10 +11,12 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pope_data.records import Problem
 from pope_eval.datafiles import (
+    file_sha256,
     Quarantine,
     RowReader,
     get_field,
@@ -154,19 +156,36 @@ def normalise_rows(
     return out
 
 
+# Who wrote the solutions a source ships (provenance of the guidance).
+SOLUTION_ORIGIN: dict[str, str] = {"omni-math": "human", "synthetic": "generator:pope_data.synthetic"}
+
+
+def solution_origin(source: str) -> str:
+    """human, generator:..., or dataset (a file or Hub set whose authorship pope cannot tell)."""
+    return SOLUTION_ORIGIN.get(source, "dataset")
+
+
 def load_problems(
     source: str, *, path: str | None = None, hub_id: str | None = None,
     columns: str | dict[str, str] | None = None, limit: int | None = None,
     difficulty: tuple[float | None, float | None] | None = None, domain: str | None = None,
     seed: int = 0, quarantine: Quarantine | None = None, synthetic_difficulty: int = 2,
+    revision: dict[str, str] | None = None,
 ) -> list[Problem]:
     """Load a source. `path` reads a local jsonl/json/parquet file, `hub_id` overrides the Hub
-    dataset; filters apply before `limit`. `synthetic` needs neither (limit = count, default 24)."""
+    dataset; filters apply before `limit`. `synthetic` needs neither (limit = count, default 24).
+    A `revision` dict receives where the rows came from and a content digest (provenance)."""
     quarantine = quarantine if quarantine is not None else Quarantine()
     if source == "synthetic":
         from pope_data.synthetic import generate_synthetic
 
         problems = generate_synthetic(limit or 24, seed=seed, difficulty=synthetic_difficulty)
+        if revision is not None:
+            from pope_eval.runinfo import package_versions
+
+            revision.update(dataset="synthetic", revision=(
+                f"pope {package_versions().get('pope', '?')} generator, seed {seed}, "
+                f"difficulty {synthetic_difficulty}"))
         return _filter(problems, difficulty, domain)
     if source not in SOURCES:
         raise ConfigError(f"source: unknown {source!r}; choose one of "
@@ -182,6 +201,11 @@ def load_problems(
     problems = normalise_rows(rows, spec, origin=origin, source_name=source,
                               quarantine=quarantine,
                               columns=parse_column_map(columns, fields=FIELDS))
+    if revision is not None:
+        # A file by its name only: published rows should not carry local folder names.
+        where = Path(path).name if path is not None else origin
+        digest = file_sha256(path) if path is not None else rows.sha256
+        revision.update(dataset=f"{source}:{where}", revision=f"sha256:{digest}")
     problems = _filter(problems, difficulty, domain)
     return problems[:limit] if limit is not None else problems
 

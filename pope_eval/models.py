@@ -175,3 +175,33 @@ def inspect_model(engine: Any) -> tuple[Any, int | None]:
         tokenizer, config = _load_tokenizer_and_config(engine.model, engine.cache_dir)
     context = engine.max_model_len or getattr(config, "max_position_embeddings", None)
     return tokenizer, int(context) if context else None
+
+
+def model_revision(spec: str, cache_dir: str | os.PathLike | None = None) -> str:
+    """What exactly a model argument loads, for provenance: the Hub commit of a Hub id (from the
+    local cache, else the Hub), or the sha256 of a local folder's files (a bundled model: of its
+    GGUF file). "unknown" when neither can be read."""
+    from pope_eval.datafiles import file_sha256
+
+    if spec in BUNDLED:
+        return "sha256:" + file_sha256(bundled_gguf(spec))
+    resolved = resolve_model(spec, cache_dir)
+    if resolved.is_local:
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in sorted(Path(resolved.path).rglob("*")):
+            if f.is_file() and not f.name.startswith("."):
+                h.update(f"{f.relative_to(resolved.path)}\0{file_sha256(f)}\n".encode())
+        return "sha256:" + h.hexdigest()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec, local_files_only=True)).name
+    except Exception:  # not cached: ask the Hub; offline: unknown
+        try:
+            from huggingface_hub import HfApi
+
+            return HfApi().model_info(spec).sha or "unknown"
+        except Exception:
+            return "unknown"

@@ -80,12 +80,27 @@ def test_build_finds_minimal_prefixes_and_exports_verl_rows(tmp_path):
     assert {"prompt", "solution", "reward_model", "extra_info"} <= set(ds.column_names)
     report = (out / "report.md").read_text()
     assert "7 hard" in report and (out / "prefix_fraction.png").stat().st_size > 1000
+    # Every row says where it comes from; so does the prefixes config.
+    from pope_eval.datafiles import file_sha256
+
+    for r in guided.iter_rows(named=True):
+        prov = r["provenance"]
+        assert prov["source_dataset"] == "generic:problems.jsonl"
+        assert prov["source_revision"] == "sha256:" + file_sha256(path)
+        assert prov["search_model"] == "smollm2-135m"
+        assert prov["search_model_revision"].startswith("sha256:")
+        assert prov["solution_source"] == "dataset"
+        assert (prov["k"], prov["n"], prov["strategy"], prov["seed"]) == (2, 2, "bisect-seq", 0)
+        assert prov["pope_version"]
+    exported = pl.read_parquet(out / "export" / "prefixes" / "train.parquet")
+    assert exported["provenance"].struct.field("search_model").to_list()[0] == "smollm2-135m"
     # The dataset card reads the real run config of the build.
     from pope_data.card import render_card
 
     card = render_card(out)
     assert "temperature 0.8, top_p 0.95, max_tokens 16, seed 0" in card
     assert "strategy `bisect-seq`, n = 2" in card
+    assert "| solution source | `dataset` |" in card and "| source revision | `sha256:" in card
 
 
 def test_rerun_generates_nothing_and_changed_config_is_refused(tmp_path):

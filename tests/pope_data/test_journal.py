@@ -38,7 +38,11 @@ def test_a_probe_is_never_recorded_twice_and_the_batch_is_atomic(tmp_path):
 
 
 def test_changed_config_is_refused(tmp_path):
-    Journal.open(tmp_path / "j.sqlite", {"n": 4, "engine": {"model": "a"}}).close()
+    # Without a probe the journal holds no results: a corrected config takes over.
+    Journal.open(tmp_path / "j.sqlite", {"n": 4, "engine": {"model": "typo"}}).close()
+    j = Journal.open(tmp_path / "j.sqlite", {"n": 4, "engine": {"model": "a"}})
+    j.record_many([row()])
+    j.close()
     Journal.open(tmp_path / "j.sqlite", {"n": 4, "engine": {"model": "a"}}).close()
     with pytest.raises(ConfigError, match="engine.model: 'a' -> 'b'"):
         Journal.open(tmp_path / "j.sqlite", {"n": 4, "engine": {"model": "b"}})
