@@ -16,9 +16,9 @@ from typing import Any
 
 from pope_data.records import Problem
 from pope_eval.datafiles import (
-    file_sha256,
     Quarantine,
     RowReader,
+    file_sha256,
     get_field,
     hub_rows,
     iter_rows,
