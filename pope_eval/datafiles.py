@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 SUFFIXES = (".jsonl", ".json", ".parquet")
 # Fields every problem row must have; a loader's other fields are optional.
 REQUIRED_FIELDS = ("problem", "answer")
-COLUMNS_HINT = "e.g. 'problem=question,answer=final'"
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -94,8 +93,8 @@ def iter_objects(rows, source: str, quarantine: Quarantine) -> Iterator[tuple[in
             yield rownum, row
 
 
-def parse_column_map(spec: str | Mapping[str, str] | None, *, fields: Sequence[str] | None = None,
-                     option: str = "--columns") -> dict[str, str]:
+def parse_column_map(spec: str | Mapping[str, str] | None, *,
+                     fields: Sequence[str] | None = None) -> dict[str, str]:
     """'problem=question,answer=final' -> {'problem': 'question', 'answer': 'final'}.
 
     With `fields`, a field outside them is refused up front (naming the valid ones): a typo such
@@ -112,15 +111,15 @@ def parse_column_map(spec: str | Mapping[str, str] | None, *, fields: Sequence[s
             if not part:
                 continue
             if "=" not in part:
-                raise DataError(f"{option}: column mapping {part!r}: expected FIELD=COLUMN")
+                raise DataError(f"--columns: mapping {part!r}: expected FIELD=COLUMN")
             key, col = (s.strip() for s in part.split("=", 1))
             if not key or not col:
-                raise DataError(f"{option}: column mapping {part!r}: expected FIELD=COLUMN")
+                raise DataError(f"--columns: mapping {part!r}: expected FIELD=COLUMN")
             out[key] = col
     if fields is not None:
         unknown = [k for k in out if k not in fields]
         if unknown:
-            raise DataError(f"{option}: unknown field(s) {', '.join(map(repr, unknown))}; "
+            raise DataError(f"--columns: unknown field(s) {', '.join(map(repr, unknown))}; "
                             f"valid fields: {', '.join(fields)}")
     return out
 
@@ -179,10 +178,8 @@ class RowReader:
     """
 
     def __init__(self, source: str, columns: Mapping[str, str], quarantine: Quarantine, *,
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 option: str = "--columns") -> None:
-        self.source, self.quarantine, self.transform, self.option = (
-            source, quarantine, transform, option)
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        self.source, self.quarantine, self.transform = source, quarantine, transform
         self.columns = {name: columns.get(name, name) for name in {*REQUIRED_FIELDS, *columns}}
         self._ids: set[str] = set()
 
@@ -234,7 +231,7 @@ class RowReader:
             raise DataError(
                 f"{self.source}: missing column(s) {', '.join(map(repr, missing))} in every row "
                 f"(columns found: {', '.join(sorted(seen_columns)) or 'none'}); map yours with "
-                f"{self.option}, {COLUMNS_HINT}"
+                "--columns, e.g. 'problem=question,answer=final'"
             )
 
     def claim_id(self, rownum: int, row: Mapping[str, Any], item_id: str) -> bool:

@@ -74,8 +74,7 @@ def test_quarantine_writes_source_row_and_reason(tmp_path):
 def test_column_map_refuses_unknown_fields_naming_the_valid_ones():
     assert parse_column_map("problem=q", fields=("id", "problem", "answer")) == {"problem": "q"}
     with pytest.raises(DataError) as err:
-        parse_column_map("problme=question,answr=final", fields=("id", "problem", "answer"),
-                         option="--columns")
+        parse_column_map("problme=question,answr=final", fields=("id", "problem", "answer"))
     assert str(err.value) == ("--columns: unknown field(s) 'problme', 'answr'; valid fields: id, "
                               "problem, answer")
 
