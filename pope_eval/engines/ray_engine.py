@@ -29,11 +29,11 @@ class _Replica:
     """The actor body: one engine built on the worker; chunks in, results out."""
 
     def __init__(self, factory: Callable[[], Engine], threads: int | None) -> None:
+        self.engine = factory()
         # The transformers engine takes every core of the node; replicas sharing a node must
-        # split them or they slow each other down.
+        # split them, or their spinning OpenMP threads slow each other down.
         if threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
-        self.engine = factory()
 
     def describe(self) -> dict[str, Any]:
         return self.engine.describe()

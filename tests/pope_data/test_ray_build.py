@@ -31,8 +31,8 @@ RAY = EngineConfig(engine="transformers", ray_address="local", replicas=2)
 
 
 def _config(out, engine: EngineConfig) -> BuildConfig:
-    return BuildConfig(out=str(out), source="synthetic", limit=4, k=2, n=2, wave_size=1,
-                       max_tokens=24, seed=7, validation_fraction=0.25, engine=engine)
+    return BuildConfig(out=str(out), source="synthetic", limit=3, k=2, n=2, wave_size=1,
+                       max_tokens=16, seed=7, validation_fraction=0.25, engine=engine)
 
 
 def _prefixes(out) -> pl.DataFrame:
@@ -71,7 +71,7 @@ class KillOneReplica(Engine):
 def test_build_over_two_replicas_matches_the_in_process_build(tmp_path, reference, ray_cluster):
     out = tmp_path / "ray"
     s = run_build(_config(out, RAY))
-    assert s.problems == 4
+    assert s.problems == 3
     assert _prefixes(out).equals(_prefixes(reference))
     assert sorted(_probes(out)) == sorted(_probes(reference))
 
