@@ -22,7 +22,7 @@ from pope_cli.common import (
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pope_data.config import RETENTION, BuildConfig, source_names
-from pope_data.search import strategy_names
+from pope_data.search import CURATE_SCHEDULES, strategy_names
 from pope_data.segments import MODES
 from pope_eval.engines import EngineConfig, Sampling, engine_names
 
@@ -51,6 +51,8 @@ def build_cmd(
     ray: Annotated[str | None, typer.Option("--ray", help="Ray cluster for engine replicas: local, auto or host:port.")] = None,
     replicas: Annotated[int, typer.Option(help="Engine replicas (Ray actors; needs --ray).")] = 1,
     k: Annotated[int, typer.Option(help="Unguided samples per problem for the hard set.")] = _D.k,
+    curate_schedule: Annotated[str, typer.Option(help=f"Curation waves: {'; '.join(f'{k}: {v}' for k, v in CURATE_SCHEDULES.items())}.")] = _D.curate_schedule,
+    curate_wave: Annotated[int, typer.Option(help="Curation: the fixed wave, or the cap of growing waves.")] = _D.curate_wave,
     n: Annotated[int, typer.Option(help="Samples per probed prefix.")] = _D.n,
     wave_size: Annotated[int, typer.Option(help="Samples per wave in sequential strategies.")] = _D.wave_size,
     strategy: Annotated[str, typer.Option(help=f"One of {', '.join(strategy_names())}.")] = _D.strategy,
@@ -104,7 +106,8 @@ def build_cmd(
             engine=engine_for(engine, model, endpoint),
             sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                               seed=seed),
-            k=k, n=n, wave_size=wave_size, strategy=strategy, segmenter=segmenter,
+            k=k, curate_schedule=curate_schedule, curate_wave=curate_wave,
+            n=n, wave_size=wave_size, strategy=strategy, segmenter=segmenter,
             segment_tokens=segment_tokens, validation_fraction=validation_fraction, shard=shard,
             samples_per_batch=batch_samples, retention=retention, decontaminate=decontaminate,
             solve=solve, solve_n=solve_n, solve_max_tokens=solve_max_tokens,

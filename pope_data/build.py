@@ -254,16 +254,20 @@ def solution_sources(config: BuildConfig, loaded: list[Problem],
 # -- the stages -------------------------------------------------------------------------------
 def curate_stage(config: BuildConfig, service: SearchService, problems: list[Problem],
                  out: Path) -> tuple[list[Problem], list[Problem]]:
-    """k unguided samples per problem; hard = none correct. Writes curate.parquet."""
+    """k unguided samples per problem, in waves that stop at the first correct one (unless
+    --curate-schedule all); hard = none correct. Writes curate.parquet (`correct` is a lower
+    bound under early stopping, the exact count out of k with "all"; `drawn` says which)."""
     results = service.run("curate", [
-        SearchTask(p, make_strategy("once", problem_id=p.id, min_prefix=0, max_prefix=0,
-                                    n=config.k, wave_size=config.k)) for p in problems])
+        SearchTask(p, make_strategy("curate", problem_id=p.id, min_prefix=0, max_prefix=0,
+                                    n=config.k, wave_size=config.curate_wave,
+                                    schedule=config.curate_schedule)) for p in problems])
     solved = service.journal.correct_counts("curate")
+    drawn = service.journal.sample_counts("curate")
     hard = [p for p in problems if results[p.id].i_star is None]
     hard_ids = {p.id for p in hard}
     easy = [p for p in problems if p.id not in hard_ids]
-    write_table([{**p.to_dict(), "k": config.k, "correct": solved.get(p.id, 0),
-                  "hard": p.id in hard_ids} for p in problems],
+    write_table([{**p.to_dict(), "k": config.k, "drawn": drawn.get(p.id, 0),
+                  "correct": solved.get(p.id, 0), "hard": p.id in hard_ids} for p in problems],
                 _problem_schema(extra=True), out / "curate.parquet")
     return hard, easy
 
@@ -345,5 +349,6 @@ def _problem_schema(extra: bool = False) -> pa.Schema:
               ("source", pa.string()), ("solution", pa.string()), ("difficulty", pa.float64()),
               ("domain", pa.string())]
     if extra:
-        fields += [("k", pa.int64()), ("correct", pa.int64()), ("hard", pa.bool_())]
+        fields += [("k", pa.int64()), ("drawn", pa.int64()), ("correct", pa.int64()),
+                   ("hard", pa.bool_())]
     return pa.schema(fields)

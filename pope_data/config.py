@@ -8,7 +8,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pope_data.search import DEFAULT_STRATEGY, DEFAULT_WAVE_SIZE, strategy_names
+from pope_data.search import (
+    CURATE_SCHEDULES,
+    DEFAULT_CURATE_SCHEDULE,
+    DEFAULT_CURATE_WAVE_SIZE,
+    DEFAULT_STRATEGY,
+    DEFAULT_WAVE_SIZE,
+    strategy_names,
+)
 from pope_data.segments import MODES
 from pope_data.shards import parse_shard
 from pope_eval.engines import EngineConfig, Sampling
@@ -47,6 +54,10 @@ class BuildConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     sampling: Sampling = DEMO_SAMPLING
     k: int = 4  # unguided samples per problem for the hard set (paper: 128)
+    # Curation draws the k samples in waves and stops a problem at its first correct sample;
+    # "all" draws all k (exact pass rates, e.g. for an easy set by pass-rate band).
+    curate_schedule: str = DEFAULT_CURATE_SCHEDULE
+    curate_wave: int = DEFAULT_CURATE_WAVE_SIZE
     n: int = 4  # samples per probed prefix
     wave_size: int | None = DEFAULT_WAVE_SIZE
     strategy: str = DEFAULT_STRATEGY
@@ -57,7 +68,9 @@ class BuildConfig:
     shard: str | None = None
     samples_per_batch: int = 256
     grading_timeout: float = 5.0
-    retention: str = "all"  # which sample texts the journal keeps: all, correct, none
+    # Which sample texts the journal keeps: all, correct (default: the evidence for every
+    # success, ~10x smaller than all at the paper's scale, see bench/RESULTS.md), none.
+    retention: str = "correct"
     # Drop training problems that overlap the evaluation sets (names or files). Synthetic
     # problems are generated here and cannot overlap them: the step is skipped for them.
     decontaminate: bool = True
@@ -72,7 +85,7 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         for name in ("k", "n", "samples_per_batch", "solve_n", "solve_max_tokens",
-                     "segment_tokens"):
+                     "segment_tokens", "curate_wave"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{_option(name)}: must be an integer >= 1, got {value!r}")
@@ -98,6 +111,9 @@ class BuildConfig:
         if self.segmenter not in MODES:
             raise ConfigError(f"--segmenter: unknown {self.segmenter!r}; choose one of "
                               f"{', '.join(MODES)}")
+        if self.curate_schedule not in CURATE_SCHEDULES:
+            raise ConfigError(f"--curate-schedule: unknown {self.curate_schedule!r}; choose one "
+                              f"of {', '.join(CURATE_SCHEDULES)}")
         if self.retention not in RETENTION:
             raise ConfigError(f"--retention: unknown {self.retention!r}; choose one of "
                               f"{', '.join(RETENTION)}")

@@ -137,6 +137,11 @@ class Journal:
         q = "SELECT problem_id, SUM(correct) FROM probes WHERE stage = ? GROUP BY problem_id"
         return {pid: int(c) for pid, c in self.conn.execute(q, (stage,))}
 
+    def sample_counts(self, stage: str) -> dict[str, int]:
+        """Samples drawn per problem in a stage."""
+        q = "SELECT problem_id, SUM(samples) FROM probes WHERE stage = ? GROUP BY problem_id"
+        return {pid: int(c) for pid, c in self.conn.execute(q, (stage,))}
+
     def finish_reasons(self) -> dict[str, int]:
         """How many samples ended for each reason (stop, length, error), all stages."""
         counts: dict[str, int] = {}

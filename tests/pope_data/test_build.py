@@ -305,3 +305,88 @@ def test_oracle_solutions_unlock_guidance_for_answer_only_problems(tmp_path, dat
     assert all(t == "Step one.\nStep two.\n" for t in prefixes["prefix_text"])
     db = sqlite3.connect(tmp_path / "out" / "journal.sqlite")
     assert db.execute("SELECT COUNT(*) FROM probes WHERE stage='solve'").fetchone()[0] == 3
+
+
+@pytest.mark.parametrize("retention", ["all", "correct", "none"])
+def test_resume_is_exact_under_every_retention(tmp_path, retention):
+    problems, path = _problems_file(tmp_path)
+    ref = run_build(_config(tmp_path, path, out=str(tmp_path / "ref"), retention="all"),
+                    engine=_engine(problems))
+    with pytest.raises(EngineError):
+        run_build(_config(tmp_path, path, retention=retention, samples_per_batch=4),
+                  engine=ScriptedEngine(_engine(problems).answers, _engine(problems).need,
+                                        fail_after=4))
+    s = run_build(_config(tmp_path, path, retention=retention, samples_per_batch=4),
+                  engine=_engine(problems))
+    a = pl.read_parquet(tmp_path / "ref" / "prefixes.parquet").drop("provenance")
+    b = pl.read_parquet(tmp_path / "out" / "prefixes.parquet").drop("provenance")
+    assert a.sort("problem_id").equals(b.sort("problem_id")) and s.counts == ref.counts
+    from pope_data.journal import Journal
+
+    j = Journal.open(tmp_path / "out" / "journal.sqlite", _config(tmp_path, path).fingerprint())
+    for row in j.rows(with_texts=True):
+        if retention == "none":
+            assert row.texts == []
+        else:
+            kept = [t for t, st in zip(row.texts, row.statuses) if t]
+            assert len(row.texts) == row.samples
+            assert len(kept) == (row.samples if retention == "all" else row.correct)
+
+
+def test_report_gives_the_planned_bill_and_the_tokens_spent(tmp_path):
+    problems, path = _problems_file(tmp_path)
+    plans = []
+    s = run_build(_config(tmp_path, path), engine=_engine(problems), on_plan=plans.append)
+    plan = plans[0]
+    # 8 problems x k = 2 x 16 tokens; bisect over 1..m-1 candidates, n = 2 samples of 16 tokens.
+    assert plan.upper_tokens["curate"] == 8 * 2 * 16
+    assert plan.upper_tokens["prefix"] >= s.tokens["prefix"] > 0
+    assert s.tokens["curate"] <= plan.upper_tokens["curate"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"| curate | {plan.upper_tokens['curate']:,} | {s.tokens['curate']:,} |" in report
+    assert "reproducibility: same command, same dataset" in report
+
+
+def test_curation_stops_at_the_first_correct_wave_with_the_same_hard_set(tmp_path):
+    problems, path = _problems_file(tmp_path)
+    runs = {}
+    for schedule in ("all", "growing", "fixed"):
+        engine = _engine(problems)
+        s = run_build(_config(tmp_path, path, out=str(tmp_path / schedule), k=16,
+                              curate_schedule=schedule, curate_wave=4), engine=engine)
+        curate = pl.read_parquet(tmp_path / schedule / "curate.parquet").sort("id")
+        runs[schedule] = (s, curate)
+    hard = {k: set(c.filter(pl.col("hard"))["id"]) for k, (_, c) in runs.items()}
+    assert hard["all"] == hard["growing"] == hard["fixed"] and len(hard["all"]) == 7
+    drawn = {k: int(c["drawn"].sum()) for k, (_, c) in runs.items()}
+    # The easy problem stops after its first wave; the 7 hard ones draw all 16.
+    assert drawn["all"] == 8 * 16 and drawn["growing"] == 7 * 16 + 1
+    assert drawn["fixed"] == 7 * 16 + 4
+
+
+@pytest.mark.slow
+def test_waves_draw_the_same_samples_as_all_at_once_on_the_real_model(tmp_path, hf_engine):
+    rows = [{"id": f"q{i}", "problem": f"What is {a} + {b}?", "answer": str(a + b),
+             "solution": f"Add the numbers.\n{a} + {b} = {a + b}.\nSo the answer is {a + b}."}
+            for i, (a, b) in enumerate([(2, 3), (10, 4), (7, 7), (31, 12)])]
+    path = tmp_path / "easy.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    texts = {}
+    for schedule in ("all", "growing"):
+        cfg = _config(tmp_path, path, out=str(tmp_path / schedule), k=8, retention="all",
+                      curate_schedule=schedule, curate_wave=4,
+                      sampling=Sampling(max_tokens=32, temperature=1.0, top_p=1.0))
+        run_build(cfg, engine=hf_engine)
+        from pope_data.journal import Journal
+
+        j = Journal.open(tmp_path / schedule / "journal.sqlite", cfg.fingerprint())
+        seqs: dict[str, list[str]] = {}
+        for r in sorted(j.rows("curate", with_texts=True), key=lambda r: (r.problem_id, r.wave)):
+            seqs.setdefault(r.problem_id, []).extend(r.texts)
+        texts[schedule] = seqs
+        hard = pl.read_parquet(tmp_path / schedule / "curate.parquet")
+        texts[schedule + "-hard"] = set(hard.filter(pl.col("hard"))["id"])
+    assert texts["all-hard"] == texts["growing-hard"]
+    for pid, seq in texts["growing"].items():
+        # Sample j is the same sample whether drawn alone, in a wave or all at once.
+        assert seq == texts["all"][pid][: len(seq)]
