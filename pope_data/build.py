@@ -242,9 +242,9 @@ def provenance(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 def solution_sources(config: BuildConfig, loaded: list[Problem],
                      hard: list[Problem]) -> dict[str, str]:
     """Who wrote each problem's solution: the source's authors, or the oracle model."""
-    from pope_data.sources import solution_origin
+    from pope_data.sources import source_spec
 
-    origin = solution_origin(config.source)
+    origin = source_spec(config.source).solution_origin
     had = {p.id for p in loaded if p.solution}
     oracle = f"model:{(config.oracle or config.engine).model}"
     return {p.id: (origin if p.id in had else oracle if p.solution else "none")

@@ -23,13 +23,6 @@ SPLITS = ("train", "validation")
 IMAGE = "prefix_fraction.png"
 NA = "n/a"
 
-# License (Hub id) of each named source; a user file or Hub id of unknown provenance is "other".
-SOURCE_LICENSES: dict[str, str] = {
-    "omni-math": "apache-2.0",
-    "dapo": "apache-2.0",
-    "dapo-processed": "apache-2.0",
-    "synthetic": "apache-2.0",
-}
 LICENSE_NAMES = {"apache-2.0": "Apache-2.0", "other": "other (see the source dataset)"}
 
 CONFIG_DESCRIPTIONS = {
@@ -141,7 +134,10 @@ def _prefix_rows(out: Path) -> list[dict[str, Any]] | None:
 
 
 def source_info(config: Mapping[str, Any]) -> tuple[str, str]:
-    """(human-readable source, license id) from a run config."""
+    """(human-readable source, license id) from a run config; the licence is the source's
+    (`pope_data.sources.SourceSpec.license`), "other" for unknown sources."""
+    from pope_data.sources import source_spec
+
     source = config.get("source") or NA
     path, hub_id = config.get("path"), config.get("hub_id")
     if source == "synthetic":
@@ -150,13 +146,12 @@ def source_info(config: Mapping[str, Any]) -> tuple[str, str]:
         where = f"`{source}` read from the local file `{Path(str(path)).name}`"
     else:
         if not hub_id:
-            from pope_data.sources import SOURCES
-
-            spec = SOURCES.get(str(source))
+            spec = source_spec(str(source))
             hub_id = spec.hub_id if spec is not None else None
         where = (f"[{hub_id}](https://huggingface.co/datasets/{hub_id}) (`{source}`)"
                  if hub_id else f"`{source}`")
-    return where, SOURCE_LICENSES.get(str(source), "other")
+    spec = source_spec(str(source))
+    return where, spec.license if spec is not None else "other"
 
 
 def _fraction_table(prefixes: list[dict[str, Any]]) -> list[str]:

@@ -38,7 +38,8 @@ DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """How a named source reads rows: its Hub id and split, and its column mapping."""
+    """How a named source reads rows (Hub id and split, column mapping), its licence (a Hub
+    licence id, inherited by published datasets) and who wrote the solutions it ships."""
 
     hub_id: str | None
     split: str
@@ -46,6 +47,8 @@ class SourceSpec:
     id_prefix: str
     normalise: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     dedup: bool = False
+    license: str = "other"  # unknown provenance (a user's file or Hub id)
+    solution_origin: str = "dataset"  # human, dataset (authorship unknown), generator:...
 
 
 def strip_dapo_wrapper(prompt: str) -> str:
@@ -74,16 +77,16 @@ SOURCES: dict[str, SourceSpec] = {
         hub_id="KbsdJames/Omni-MATH", split="test",
         columns={"problem": "problem", "solution": "solution", "answer": "answer",
                  "difficulty": "difficulty", "domain": "domain", "id": "id"},
-        id_prefix="omni-math-"),
+        id_prefix="omni-math-", license="apache-2.0", solution_origin="human"),
     "dapo": SourceSpec(
         hub_id="BytedTsinghua-SIA/DAPO-Math-17k", split="train",
         columns={"problem": "prompt", "answer": "reward_model.ground_truth",
                  "id": "extra_info.index"},
-        id_prefix="dapo-", normalise=_dapo_row, dedup=True),
+        id_prefix="dapo-", normalise=_dapo_row, dedup=True, license="apache-2.0"),
     "dapo-processed": SourceSpec(
         hub_id="open-r1/DAPO-Math-17k-Processed", split="train",
         columns={"problem": "prompt", "answer": "solution", "id": "extra_info.index"},
-        id_prefix="dapo-", normalise=_dapo_row, dedup=True),
+        id_prefix="dapo-", normalise=_dapo_row, dedup=True, license="apache-2.0"),
     "generic": SourceSpec(hub_id=None, split="train", columns={}, id_prefix=""),
 }
 # The fields --columns may map (problem and answer are required, the rest optional).
@@ -156,13 +159,14 @@ def normalise_rows(
     return out
 
 
-# Who wrote the solutions a source ships (provenance of the guidance).
-SOLUTION_ORIGIN: dict[str, str] = {"omni-math": "human", "synthetic": "generator:pope_data.synthetic"}
+# The offline generator is not a file reader, so it is not in SOURCES; these are its facts.
+SYNTHETIC = SourceSpec(hub_id=None, split="", columns={}, id_prefix="synthetic-",
+                       license="apache-2.0", solution_origin="generator:pope_data.synthetic")
 
 
-def solution_origin(source: str) -> str:
-    """human, generator:..., or dataset (a file or Hub set whose authorship pope cannot tell)."""
-    return SOLUTION_ORIGIN.get(source, "dataset")
+def source_spec(source: str) -> SourceSpec | None:
+    """The registered facts of a source name (None for an unknown name)."""
+    return SYNTHETIC if source == "synthetic" else SOURCES.get(source)
 
 
 def load_problems(
