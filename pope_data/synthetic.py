@@ -21,6 +21,19 @@ def _rng(seed: int, index: int, difficulty: int) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
+def _conclude(steps: list[str], claim: str, answer: int) -> list[str]:
+    """Close a solution: restate the question with its answer, then state the answer alone.
+
+    The restatement echoes the problem's own words next to the answer. The tiny demo model tends
+    to start over from the problem when shown a partial solution, and while rewriting those words
+    it copies what followed them in its context: a prefix holding this step is one it can finish,
+    while the answer itself appears alone only in the last step, which is never guidance.
+    """
+    n = len(steps)
+    return [*steps, f"Step {n + 1}: So {claim}.",
+            f"Step {n + 2}: Therefore the final answer is {answer}."]
+
+
 def _arithmetic_chain(rng: random.Random, difficulty: int) -> tuple[str, list[str], int]:
     """(((a*b) + c) - d) ... : one operation per step."""
     hi = 10 ** (1 + difficulty // 2) if difficulty > 1 else 20
@@ -38,8 +51,7 @@ def _arithmetic_chain(rng: random.Random, difficulty: int) -> tuple[str, list[st
         expr = f"({expr}) {sym} {x}"
         steps.append(f"Step {i}: Then {word} {x}: {value} {sym} {x} = {new}.")
         value = new
-    steps.append(f"Step {len(steps) + 1}: Therefore the final answer is {value}.")
-    return f"Compute ${expr}$.", steps, value
+    return f"Compute ${expr}$.", _conclude(steps, f"${expr} = {value}$", value), value
 
 
 def _linear_equation(rng: random.Random, difficulty: int) -> tuple[str, list[str], int]:
@@ -54,9 +66,10 @@ def _linear_equation(rng: random.Random, difficulty: int) -> tuple[str, list[str
         f"Step 2: Divide both sides by {a}: x + {p} = {(r + q) // a}.",
         f"Step 3: Subtract {p} from both sides: x = {(r + q) // a} - {p} = {x}.",
         f"Step 4: Check: {a}({x} + {p}) - {q} = {a * (x + p)} - {q} = {r}, as required.",
-        f"Step 5: Therefore the final answer is {x}.",
     ]
-    return f"Solve for $x$: ${a}(x + {p}) - {q} = {r}$.", steps, x
+    equation = f"${a}(x + {p}) - {q} = {r}$"
+    return (f"Solve for $x$: {equation}.",
+            _conclude(steps, f"the solution of {equation} is $x = {x}$", x), x)
 
 
 def _modular_sum(rng: random.Random, difficulty: int) -> tuple[str, list[str], int]:
@@ -70,8 +83,9 @@ def _modular_sum(rng: random.Random, difficulty: int) -> tuple[str, list[str], i
         total += a * b % m
     steps.append(f"Step {len(steps) + 1}: Sum of the remainders: {total}.")
     steps.append(f"Step {len(steps) + 1}: {total} \\bmod {m} = {total % m}.")
-    steps.append(f"Step {len(steps) + 1}: Therefore the final answer is {total % m}.")
-    return f"Find the remainder when ${expr}$ is divided by ${m}$.", steps, total % m
+    ans = total % m
+    return (f"Find the remainder when ${expr}$ is divided by ${m}$.",
+            _conclude(steps, f"the remainder when ${expr}$ is divided by ${m}$ is {ans}", ans), ans)
 
 
 def _counting(rng: random.Random, difficulty: int) -> tuple[str, list[str], int]:
@@ -85,10 +99,10 @@ def _counting(rng: random.Random, difficulty: int) -> tuple[str, list[str], int]
         f"Step 2: Multiples of {b} up to {n}: \\lfloor {n}/{b} \\rfloor = {nb}.",
         f"Step 3: Multiples of both, i.e. of {a * b}: \\lfloor {n}/{a * b} \\rfloor = {nab}.",
         f"Step 4: By inclusion-exclusion: {na} + {nb} - {nab} = {ans}.",
-        f"Step 5: Therefore the final answer is {ans}.",
     ]
+    claim = f"{ans} integers from 1 to {n} inclusive are divisible by {a} or by {b}"
     return (f"How many integers from 1 to {n} inclusive are divisible by {a} or by {b}?",
-            steps, ans)
+            _conclude(steps, claim, ans), ans)
 
 
 FAMILIES: dict[str, Callable[[random.Random, int], tuple[str, list[str], int]]] = {

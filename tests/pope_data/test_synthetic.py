@@ -15,9 +15,23 @@ def test_every_family_states_its_answer_last_and_has_enough_steps(difficulty):
     assert {p.domain for p in problems} == set(FAMILIES)
     for p in problems:
         seg = segment(p.solution, "steps")
-        assert len(seg) >= 4
+        assert len(seg) >= 5
         assert seg.segments()[-1].strip().endswith(f"final answer is {p.answer}.")
         assert re.fullmatch(r"-?\d+", p.answer)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_step_before_the_answer_restates_the_problem_with_its_answer(family):
+    # The longest guidance (all steps but the last) must hold the problem's own words next to the
+    # answer: the demo model copies them when it starts over (see `_conclude`).
+    for p in generate_synthetic(6, seed=1, families=(family,)):
+        before_last = segment(p.solution, "steps").segments()[-2].strip()
+        math = re.findall(r"\$([^$]+)\$", p.problem)
+        assert before_last.startswith("Step ") and ": So " in before_last
+        assert all(m in before_last for m in math)
+        assert re.search(rf"(?<![\d-]){re.escape(p.answer)}(?!\d)", before_last)
+        if family == "arithmetic":
+            assert before_last.endswith(f"{math[0]} = {p.answer}$.")
 
 
 def test_arithmetic_answers_are_exact():
