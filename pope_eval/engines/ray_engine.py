@@ -79,9 +79,11 @@ class RayEngine(Engine):
     def from_config(cls, config) -> RayEngine:
         if not config.ray_address:
             raise ConfigError("RayEngine: EngineConfig.ray_address (--ray) is not set")
-        inner = replace(config, ray_address=None, replicas=1)
-        # make_engine imported here: the registry module imports this one lazily.
-        from pope_eval.engines import make_engine
+        # Imported here: the registry module imports this one lazily.
+        from pope_eval.engines import make_engine, resolve_engine_name
+
+        # `auto` resolved here, as in the run's fingerprint, not on each worker node.
+        inner = replace(config, engine=resolve_engine_name(config), ray_address=None, replicas=1)
 
         return cls.start(partial(make_engine, inner), replicas=config.replicas,
                          address=config.ray_address, model=config.model)
