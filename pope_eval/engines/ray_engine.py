@@ -84,7 +84,6 @@ class RayEngine(Engine):
 
         # `auto` resolved here, as in the run's fingerprint, not on each worker node.
         inner = replace(config, engine=resolve_engine_name(config), ray_address=None, replicas=1)
-
         return cls.start(partial(make_engine, inner), replicas=config.replicas,
                          address=config.ray_address, model=config.model)
 
