@@ -1,4 +1,5 @@
-"""Generation throughput of the engines on the same load: transformers vs vLLM in-process vs openai->vllm serve.
+"""Generation throughput on the same load: the engines (transformers, vLLM, openai->vllm serve) and
+transformers' own `model.generate` (row `generate`).
 
 `python bench/engines.py [--prompts 64 --samples 8 --max-tokens 256] [--json FILE]`; prints a markdown
 table of generated tokens/s and ratios (results in bench/RESULTS.md).
@@ -37,6 +38,43 @@ def timed(engine, reqs) -> dict:
     return {"tokens": tokens, "seconds": round(dt, 1), "tok_per_s": round(tokens / dt, 1)}
 
 
+def timed_generate(reqs: list[GenerationRequest], max_batch_size: int) -> dict:
+    """transformers' own `model.generate` on the same load: the prompts in padded batches of
+    `max_batch_size` sequences (num_return_sequences = n), sampling with the same T and top_p."""
+    import torch
+    import transformers
+
+    from pope_eval.models import resolve_model
+    from pope_eval.prompts import render
+
+    path = resolve_model("smollm2-135m").path
+    tok = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    torch.manual_seed(0)
+    per_batch = max(1, max_batch_size // reqs[0].n)
+
+    def run(batch: list[GenerationRequest]) -> int:
+        prompts = [render(r.messages, tok) for r in batch]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        sp = batch[0].sampling
+        with torch.inference_mode():
+            out = model.generate(**enc, do_sample=True, temperature=sp.temperature,
+                                 top_p=sp.top_p, max_new_tokens=sp.max_tokens,
+                                 num_return_sequences=batch[0].n,
+                                 pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        new = out[:, enc["input_ids"].shape[1]:]
+        # Tokens generated before each sequence's end (padding after EOS does not count).
+        ended = (new == tok.eos_token_id).int()
+        first_eos = torch.where(ended.any(-1), ended.argmax(-1) + 1, new.shape[1])
+        return int(first_eos.sum())
+
+    run(reqs[:1])  # warm-up
+    t = time.perf_counter()
+    tokens = sum(run(reqs[i:i + per_batch]) for i in range(0, len(reqs), per_batch))
+    dt = time.perf_counter() - t
+    return {"tokens": tokens, "seconds": round(dt, 1), "tok_per_s": round(tokens / dt, 1)}
+
+
 def wait_healthy(port: int, proc, timeout: float = 600) -> None:
     import httpx
 
@@ -58,7 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--engines", default="transformers,vllm,openai")
+    ap.add_argument("--engines", default="transformers,generate,vllm,openai",
+                    help="comma list; 'generate' = transformers' own model.generate")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -66,7 +105,9 @@ def main(argv=None) -> int:
     names = args.engines.split(",")
     rows: dict[str, dict] = {}
     for name in names:
-        if name == "openai":
+        if name == "generate":
+            rows[name] = timed_generate(reqs, max_batch_size=128)
+        elif name == "openai":
             from pope_eval.engines.vllm_engine import server_command
 
             env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND=f"0-{(os.cpu_count() or 1) - 1}")

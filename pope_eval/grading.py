@@ -62,25 +62,30 @@ _ANCHOR = re.compile(
 )
 
 
+def _closing_brace(text: str, start: int) -> int | None:
+    """Index of the `}` closing an already opened `{` (scanning from `start`; `\\{`, `\\}`
+    are literal), or None when the text ends first."""
+    depth, i = 1, start
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
 def _last_boxed(text: str) -> str | None:
-    starts = [m.end() for m in _BOX.finditer(text)]
-    for start in reversed(starts):
-        depth, i = 1, start
-        while i < len(text):
-            ch = text[i]
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    content = text[start:i].strip()
-                    if content:
-                        return content
-                    break
-            i += 1
+    for start in reversed([m.end() for m in _BOX.finditer(text)]):
+        end = _closing_brace(text, start)
+        if end is not None and text[start:end].strip():
+            return text[start:end].strip()
     return None
 
 
@@ -114,21 +119,9 @@ def wrap_gold(gold: str) -> str:
 
 
 def braces_balanced(text: str) -> bool:
-    """Unescaped `{` and `}` pair up (`\\{` and `\\}` are literal braces)."""
-    depth, i = 0, 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth < 0:
-                return False
-        i += 1
-    return depth == 0
+    """Unescaped `{` and `}` pair up (`\\{` and `\\}` are literal braces): with one more `}`
+    at the end, that one closes the whole text."""
+    return _closing_brace(text + "}", 0) == len(text)
 
 
 # -- verification (in worker processes) --------------------------------------------------------
