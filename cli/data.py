@@ -216,7 +216,7 @@ def decontaminate_cmd(
     with handle_errors():
         q = Quarantine()
         problems = load_problems("generic", path=path, columns=columns, quarantine=q)
-        eval_sets, not_checked = load_eval_sets(against or DEFAULT_EVAL_SETS)
+        eval_sets, not_checked = load_eval_sets(against or DEFAULT_EVAL_SETS, option="--against")
         result = decontaminate(problems, eval_sets=eval_sets, ngram=ngram, threshold=threshold)
         out.mkdir(parents=True, exist_ok=True)
         with (out / "kept.jsonl").open("w", encoding="utf-8") as fh:

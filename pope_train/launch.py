@@ -191,7 +191,7 @@ def _benchmark_table(spec: str, like):
     from pope_data.export import verl_row
     from pope_eval.benchmarks import load_benchmark
 
-    bench = load_benchmark(spec)
+    bench = load_benchmark(spec, option="--bench")
     if not bench.items:
         raise DataError(f"benchmark {spec}: no usable rows in {bench.source}")
     rows = [verl_row(data_source=bench.name, problem_id=item.id, problem=item.problem,
