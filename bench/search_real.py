@@ -35,7 +35,10 @@ def build(strategy: str, args: argparse.Namespace) -> tuple[Path, float]:
            "--n", str(args.n), "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
            "--out", str(out)]
     started = time.monotonic()
-    subprocess.run(cmd, check=True)
+    # The CLI's console output goes to a log next to the build, not into this script's tables.
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / f"{strategy}.log", "w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     return out, time.monotonic() - started
 
 
