@@ -30,7 +30,7 @@ TEMPERATURE, TOP_P = 0.8, 0.95  # pope-data build's defaults: the rates are thos
 
 def build(strategy: str, args: argparse.Namespace) -> tuple[Path, float]:
     out = args.out / strategy
-    cmd = [str(Path(sys.executable).parent / "pope-data"), "build", "--engine", "transformers",
+    cmd = [str(Path(sys.executable).parent / "pope-data"), "build", "--engine", args.engine,
            "--strategy", strategy, "--limit", str(args.limit), "--k", str(args.k),
            "--n", str(args.n), "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
            "--out", str(out)]
@@ -44,7 +44,7 @@ def build(strategy: str, args: argparse.Namespace) -> tuple[Path, float]:
 
 def success_rates(problems: dict[str, dict], asks: list[tuple[str, int]], args) -> dict:
     """Rate of correct samples out of `--rate-samples` at prefix i of each (problem, i)."""
-    engine = make_engine(EngineConfig(engine="transformers", model="smollm2-135m",
+    engine = make_engine(EngineConfig(engine=args.engine, model="smollm2-135m",
                                       seed=args.seed))
     try:
         sampling = Sampling(max_tokens=args.max_tokens, temperature=TEMPERATURE, top_p=TOP_P,
@@ -70,6 +70,7 @@ def success_rates(problems: dict[str, dict], asks: list[tuple[str, int]], args) 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("search-real-out"))
+    ap.add_argument("--engine", default="transformers", help="transformers or vllm")
     ap.add_argument("--limit", type=int, default=12)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--n", type=int, default=8)
