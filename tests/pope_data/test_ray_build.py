@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pope_data.build import BuildConfig, run_build
-from pope_eval.engines import Engine, EngineConfig, make_engine
+from pope_eval.engines import Engine, EngineConfig, Sampling, make_engine
 from tests.pope_eval.test_ray_engine import start_ray
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -32,7 +32,8 @@ RAY = EngineConfig(engine="transformers", ray_address="local", replicas=2)
 
 def _config(out, engine: EngineConfig) -> BuildConfig:
     return BuildConfig(out=str(out), source="synthetic", limit=3, k=2, n=2, wave_size=1,
-                       max_tokens=16, seed=7, validation_fraction=0.25, engine=engine)
+                       sampling=Sampling(max_tokens=16, temperature=0.8, top_p=0.95, seed=7),
+                       validation_fraction=0.25, engine=engine)
 
 
 def _prefixes(out) -> pl.DataFrame:

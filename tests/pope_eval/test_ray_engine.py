@@ -16,7 +16,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pope_eval.engines import Engine, EngineConfig, GenerationRequest, GenerationResult, make_engine
+from pope_eval.engines import (
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    GenerationResult,
+    Sampling,
+    make_engine,
+)
 from pope_eval.engines.base import Sample
 from pope_eval.engines.ray_engine import LOCAL_SYSTEM_CONFIG, RayEngine, split_chunks
 from pope_eval.errors import ConfigError, EngineError
@@ -150,8 +157,8 @@ def test_pass_at_k_over_ray_equals_the_in_process_run(tmp_path, ray_cluster, hf_
     data.write_text("".join(
         f'{{"id": "q{i}", "problem": "What is {i} + {i + 2}?", "answer": "{2 * i + 2}"}}\n'
         for i in range(4)))
-    base = dict(data=str(data), n=3, max_tokens=24, temperature=0.8, top_p=0.95, seed=3,
-                problems_per_batch=2)
+    base = dict(data=str(data), n=3, problems_per_batch=2,
+                sampling=Sampling(max_tokens=24, temperature=0.8, top_p=0.95, seed=3))
     ref_cfg = PassAtKConfig(out=str(tmp_path / "ref"), engine=EngineConfig(engine="transformers"),
                             **base)
     ref = run_pass_at_k(ref_cfg, engine=hf_engine)
