@@ -219,6 +219,20 @@ def _relabel(path: str, data_source: str, out: Path) -> str:
     return str(out)
 
 
+def export_train_files(export: Path, config: str) -> list[str]:
+    """The train splits a config trains on in OUT/export of pope-data build (TRAIN_SETS), for
+    either backend; DataError names a missing folder or file."""
+    if not export.is_dir():
+        raise DataError(f"export: {export} is not a folder (expected OUT/export of pope-data build)")
+    files = []
+    for subset in TRAIN_SETS[config]:
+        path = export / subset / "train.parquet"
+        if not path.is_file():
+            raise DataError(f"export: config {config} trains on {path}, which is missing")
+        files.append(str(path))
+    return files
+
+
 def prepare_data(cfg: LaunchConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(train files, validation files): explicit files first, then the config's export subsets,
     the export's hard/guided validation splits (relabelled) and the benchmarks (converted)."""
@@ -229,13 +243,7 @@ def prepare_data(cfg: LaunchConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     work = Path(cfg.work_dir) / "data"
     if cfg.export_dir:
         export = Path(cfg.export_dir)
-        if not export.is_dir():
-            raise DataError(f"export: {export} is not a folder (expected OUT/export of pope-data build)")
-        for subset in TRAIN_SETS[cfg.config]:
-            path = export / subset / "train.parquet"
-            if not path.is_file():
-                raise DataError(f"export: config {cfg.config} trains on {path}, which is missing")
-            train.append(str(path))
+        train += export_train_files(export, cfg.config)
         for subset, source in VAL_SETS.items():
             path = export / subset / "validation.parquet"
             if path.is_file() and pq.ParquetFile(path).metadata.num_rows > 0:

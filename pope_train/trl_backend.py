@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pope_eval.errors import ConfigError, DataError, require
-from pope_train.launch import TRAIN_SETS, check_data_file, check_same_schema
+from pope_eval.errors import ConfigError, require
+from pope_train.launch import TRAIN_SETS, check_data_file, check_same_schema, export_train_files
 from pope_train.reward import compute_score_batch
 from pope_train.trl_metrics import MetricsWriter, batch_stats, plot_metrics, step_record
 
 log = logging.getLogger(__name__)
 
-# The paper's GRPO (DESIGN §1, the verl configs' _pope.yaml) in GRPOConfig's terms: 8 rollouts per
+# The paper's GRPO (README "Training", the verl configs' _pope.yaml) in GRPOConfig's terms: 8 rollouts per
 # prompt, no KL (beta=0: TRL then loads no reference model), no entropy term, fully on-policy (one
 # update per generation), group-normalised advantages, token-mean loss ("dapo" is TRL's name for
 # verl's loss_agg_mode=token-mean), sampling at T=1, top_p=1, lr 1e-6, PPO clip 0.2.
@@ -143,14 +143,7 @@ class TrlPlan:
 def _train_files(cfg: TrlConfig) -> list[str]:
     files = list(cfg.train_files)
     if cfg.export_dir:
-        export = Path(cfg.export_dir)
-        if not export.is_dir():
-            raise DataError(f"export: {export} is not a folder (expected OUT/export of pope-data build)")
-        for subset in TRAIN_SETS[cfg.config]:
-            path = export / subset / "train.parquet"
-            if not path.is_file():
-                raise DataError(f"export: config {cfg.config} trains on {path}, which is missing")
-            files.append(str(path))
+        files += export_train_files(Path(cfg.export_dir), cfg.config)
     for path in files:
         check_data_file(path)
     check_same_schema(files, "train files")
