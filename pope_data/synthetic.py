@@ -29,8 +29,9 @@ def _conclude(steps: list[str], claim: str, answer: int) -> list[str]:
     problem (0 of 16 samples continued the 4-5 steps before the answer line of the older shapes).
     While rewriting the problem's words it copies what followed them in its context (measured: 4 of
     12 samples stated the right answer after this step, 1 in words the grader reads), so a prefix
-    holding it is one the model can finish; "the answer is" in it lets the grader read such a copy. Shorter prefixes leave it
-    arithmetic it cannot do; without this step the search fell back on 15 of 16 problems.
+    holding it is one the model can finish; "the answer is" in it lets the grader read such a
+    copy. Shorter prefixes leave it arithmetic it cannot do; without this step the search fell
+    back on 15 of 16 problems.
     """
     n = len(steps)
     return [*steps, f"Step {n + 1}: So {claim}, that is, the answer is {answer}.",
