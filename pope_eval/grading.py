@@ -7,8 +7,8 @@ worker is killed and replaced.
 What counts as the model's answer, in order:
 1. the content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced;
 2. otherwise the text after the last "final answer is" / "final answer:" / "answer is" /
-   "Answer:" (DAPO's format), up to the end of that line, with a trailing period, `$` and
-   markdown bold removed.
+   "Answer:" (DAPO's format), up to the end of that line, with a trailing period, `$`, markdown
+   bold and a leading filler word ("indeed", "actually", ...) removed.
 Nothing else (in particular not "the last number in the text", which would reward unfinished
 reasoning). No such answer: `no_answer`. A gold answer math-verify cannot parse: `bad_gold`.
 """
@@ -81,6 +81,9 @@ def _closing_brace(text: str, start: int) -> int | None:
     return None
 
 
+_FILLER = re.compile(r"^(?:indeed|actually|simply|just|clearly|therefore|thus)\s+", re.IGNORECASE)
+
+
 def _last_boxed(text: str) -> str | None:
     for start in reversed([m.end() for m in _BOX.finditer(text)]):
         end = _closing_brace(text, start)
@@ -104,6 +107,8 @@ def extract_answer(text: str) -> str | None:
     end = text.find("\n", last.end())
     ans = text[last.end() : end if end != -1 else len(text)].strip().lstrip(":").strip()
     ans = re.sub(r"^\*+|\*+$", "", ans).strip()
+    # "the answer is indeed 12": the filler word is not part of the answer.
+    ans = _FILLER.sub("", ans)
     ans = ans.rstrip(".").strip()
     if ans.startswith("$") and ans.endswith("$") and len(ans) > 1:
         ans = ans.strip("$").strip()

@@ -33,6 +33,8 @@ CASES = [
     ("10", "\\boxed{10\\text{ cm}}", "correct"),
     ("42", "Answer: 42", "correct"),
     ("42", "so the final answer is $42$.", "correct"),
+    ("8666", "So the answer is indeed 8666.", "correct"),
+    ("8666", "The answer is actually 8665.", "wrong"),
     ("42", "I think it is about forty.", "no_answer"),
     ("42", "", "no_answer"),
     ("", "\\boxed{1}", "bad_gold"),
