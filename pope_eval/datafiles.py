@@ -124,24 +124,28 @@ def parse_column_map(spec: str | Mapping[str, str] | None, *,
     return out
 
 
-def get_field(row: Mapping[str, Any], column: str) -> Any:
-    """Read a possibly dotted column ('reward_model.ground_truth') from a row."""
+_ABSENT = object()
+
+
+def _walk(row: Mapping[str, Any], column: str) -> Any:
+    """The value at a possibly dotted column, or _ABSENT when a key on the way is missing."""
     value: Any = row
     for key in column.split("."):
         if not isinstance(value, Mapping) or key not in value:
-            return None
+            return _ABSENT
         value = value[key]
     return value
 
 
+def get_field(row: Mapping[str, Any], column: str) -> Any:
+    """Read a possibly dotted column ('reward_model.ground_truth') from a row (None if absent)."""
+    value = _walk(row, column)
+    return None if value is _ABSENT else value
+
+
 def has_field(row: Mapping[str, Any], column: str) -> bool:
     """Whether a possibly dotted column exists in a row (a null value still counts)."""
-    value: Any = row
-    for key in column.split("."):
-        if not isinstance(value, Mapping) or key not in value:
-            return False
-        value = value[key]
-    return True
+    return _walk(row, column) is not _ABSENT
 
 
 def as_text(value: Any) -> str | None:
