@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
     try:
         hard, easy = curate_stage(config, service, inputs.problems, out)
         hard, unsolved = solve_stage(config, service, hard, oracle_engine, progress)
-        choices, no_solution = prefix_stage(config, service, hard, inputs)
+        choices, no_solution = prefix_stage(config, service, hard, inputs, out)
     finally:
         if engine is None:
             eng.close()
@@ -282,8 +282,6 @@ def solve_stage(config: BuildConfig, service: SearchService, hard: list[Problem]
     owned = oracle_engine is None and config.oracle is not None
     if oracle_engine is None:
         oracle_engine = LazyEngine(config.oracle) if config.oracle else service.engine
-    from dataclasses import replace
-
     oracle_service = SearchService(
         oracle_engine, service.journal,
         sampling=replace(config.sampling, max_tokens=config.solve_max_tokens),
@@ -301,7 +299,7 @@ def solve_stage(config: BuildConfig, service: SearchService, hard: list[Problem]
 
 
 def prefix_stage(config: BuildConfig, service: SearchService, hard: list[Problem],
-                 inputs: Inputs) -> tuple[dict[str, PrefixChoice], list[str]]:
+                 inputs: Inputs, out: Path) -> tuple[dict[str, PrefixChoice], list[str]]:
     """Minimal prefix per hard problem with a solution (fallback: a random cut < 1/4)."""
     segs: dict[str, Segmentation] = {}
     tasks, no_solution, direct_fallback = [], [], []
@@ -339,8 +337,7 @@ def prefix_stage(config: BuildConfig, service: SearchService, hard: list[Problem
             prefix_segments=seg_count, prefix_fraction=frac, prefix_text=text,
             fallback=r is None or r.i_star is None, probes=r.probes if r else 0,
             samples=r.samples if r else 0, tokens=r.tokens if r else 0)
-    write_table([asdict(c) for c in choices.values()], PREFIX_SCHEMA,
-                Path(service.journal.path).parent / "prefixes.parquet")
+    write_table([asdict(c) for c in choices.values()], PREFIX_SCHEMA, out / "prefixes.parquet")
     return choices, no_solution
 
 
