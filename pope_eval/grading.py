@@ -7,8 +7,10 @@ worker is killed and replaced.
 What counts as the model's answer, in order:
 1. the content of the last `\\boxed{...}` (or `\\fbox{...}`), braces balanced;
 2. otherwise the text after the last "final answer is" / "final answer:" / "answer is" /
-   "Answer:" (DAPO's format), up to the end of that line, with a trailing period, `$`, markdown
-   bold and a leading filler word ("indeed", "actually", ...) removed.
+   "Answer:" (DAPO's format), up to the end of that line and of that sentence (a period followed
+   by a space, or a comma opening a clause: "42, which is ..."; neither counts inside `$...$` or
+   braces), with a trailing period, `$`, markdown bold and a leading filler word ("indeed",
+   "actually", ...) removed.
 Nothing else (in particular not "the last number in the text", which would reward unfinished
 reasoning). No such answer: `no_answer`. A gold answer math-verify cannot parse: `bad_gold`.
 """
@@ -81,6 +83,35 @@ def _closing_brace(text: str, start: int) -> int | None:
     return None
 
 
+# A clause after the answer: "the answer is 6, which is the final answer after 5 steps".
+_CLAUSE = re.compile(r",\s+(?:(?:which|since|because|as|but|so|where|while|that is)\b|i\.e\.)",
+                     re.IGNORECASE)
+
+
+def _end_of_sentence(ans: str) -> str:
+    """`ans` up to its first sentence end outside math and braces: ". " (so "3.5" and "$1. 5$"
+    stay whole) or a comma that opens a clause ("8666, which is ..."; "1, 2, 3" stays whole)."""
+    math, depth, i = False, 0, 0
+    while i < len(ans):
+        ch = ans[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "$":
+            math = not math
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth = max(0, depth - 1)
+        elif not math and depth == 0:
+            if ch == "." and i + 1 < len(ans) and ans[i + 1].isspace():
+                return ans[:i]
+            if ch == "," and _CLAUSE.match(ans, i):
+                return ans[:i]
+        i += 1
+    return ans
+
+
 _FILLER = re.compile(r"^(?:indeed|actually|simply|just|clearly|therefore|thus)\s+", re.IGNORECASE)
 
 
@@ -109,6 +140,7 @@ def extract_answer(text: str) -> str | None:
     ans = re.sub(r"^\*+|\*+$", "", ans).strip()
     # "the answer is indeed 12": the filler word is not part of the answer.
     ans = _FILLER.sub("", ans)
+    ans = _end_of_sentence(ans).strip()
     ans = ans.rstrip(".").strip()
     if ans.startswith("$") and ans.endswith("$") and len(ans) > 1:
         ans = ans.strip("$").strip()

@@ -35,6 +35,9 @@ CASES = [
     ("42", "so the final answer is $42$.", "correct"),
     ("8666", "So the answer is indeed 8666.", "correct"),
     ("8666", "The answer is actually 8665.", "wrong"),
+    ("8666", "The answer is indeed 8666, which is the solution to the original problem.", "correct"),
+    ("6", "In this case, the answer is 6, which is the final answer after 5 steps.", "correct"),
+    ("42", "The final answer is $42$. I hope it is correct.", "correct"),
     ("42", "I think it is about forty.", "no_answer"),
     ("42", "", "no_answer"),
     ("", "\\boxed{1}", "bad_gold"),
@@ -60,6 +63,13 @@ def test_extraction_rules():
     assert extract_answer("**Answer:** 17.") == "17"
     assert extract_answer("The answer is 3, wait, the final answer is 5") == "5"
     assert extract_answer("no answer here") is None
+    # The answer ends with its sentence, but not inside math, braces or a decimal.
+    assert extract_answer("The answer is 3.5. Next we check it.") == "3.5"
+    assert extract_answer("The answer is $\\{1, 2\\}$, which has two elements") == "\\{1, 2\\}"
+    assert extract_answer("The answer is 1, 2, 3") == "1, 2, 3"
+    assert extract_answer("The answer is $x. y$ then") == "$x. y$ then"
+    assert extract_answer("The answer is 19, as we found it, so 19") == "19"
+    assert extract_answer("The answer is 7, i.e. seven") == "7"
     assert extract_answer("\\boxed{unclosed") is None
 
 
