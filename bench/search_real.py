@@ -1,6 +1,7 @@
 """sweep-seq vs bisect-seq on the same hard problems with a real model, through `pope-data build`.
 
-Run `python bench/search_real.py [--limit 12 --k 4 --n 8 --max-tokens 96 --rate-samples 32]`; builds
+Run `python bench/search_real.py [--limit 16 --k 4 --n 8 --max-tokens 128 --temperature 0.5
+--rate-samples 16]` (the default demo's settings); builds
 each strategy into OUT/<strategy>, compares prefixes.parquet side by side, estimates the true success
 rate of both chosen prefixes where they disagree, and prints markdown (results in bench/RESULTS.md).
 """
@@ -25,7 +26,7 @@ from pope_eval.prompts import guided_messages  # noqa: E402
 from pope_eval.seeds import stable_int  # noqa: E402
 
 STRATEGIES = ("sweep-seq", "bisect-seq")
-TEMPERATURE, TOP_P = 0.8, 0.95  # pope-data build's defaults: the rates are those the search saw
+TOP_P = 0.95  # pope-data build's default: the rates are those the search saw
 
 
 def build(strategy: str, args: argparse.Namespace) -> tuple[Path, float]:
@@ -33,6 +34,7 @@ def build(strategy: str, args: argparse.Namespace) -> tuple[Path, float]:
     cmd = [str(Path(sys.executable).parent / "pope-data"), "build", "--engine", args.engine,
            "--strategy", strategy, "--limit", str(args.limit), "--k", str(args.k),
            "--n", str(args.n), "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
+           "--temperature", str(args.temperature), "--top-p", str(TOP_P),
            "--out", str(out)]
     started = time.monotonic()
     # The CLI's console output goes to a log next to the build, not into this script's tables.
@@ -47,7 +49,7 @@ def success_rates(problems: dict[str, dict], asks: list[tuple[str, int]], args) 
     engine = make_engine(EngineConfig(engine=args.engine, model="smollm2-135m",
                                       seed=args.seed))
     try:
-        sampling = Sampling(max_tokens=args.max_tokens, temperature=TEMPERATURE, top_p=TOP_P,
+        sampling = Sampling(max_tokens=args.max_tokens, temperature=args.temperature, top_p=TOP_P,
                             seed=args.seed)
         reqs = []
         for pid, i in asks:
@@ -71,12 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("search-real-out"))
     ap.add_argument("--engine", default="transformers", help="transformers or vllm")
-    ap.add_argument("--limit", type=int, default=12)
+    ap.add_argument("--limit", type=int, default=16)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rate-samples", type=int, default=32)
+    ap.add_argument("--rate-samples", type=int, default=16)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                  and abs(sw[p]["i_star"] - bi[p]["i_star"]) <= 1 or sw[p]["i_star"] ==
                  bi[p]["i_star"] for p in sw)
     print(f"{len(sw)} hard problems (limit {args.limit}, k = {args.k}, n = {args.n}, max tokens "
-          f"{args.max_tokens}, seed {args.seed}); prefix-stage tokens: sweep-seq {tok['sweep-seq']}, "
+          f"{args.max_tokens}, T = {args.temperature}, seed {args.seed}); prefix-stage tokens: sweep-seq {tok['sweep-seq']}, "
           f"bisect-seq {tok['bisect-seq']} ({tok['bisect-seq'] / max(tok['sweep-seq'], 1):.2f}x); "
           f"i* agree exactly on {exact}/{len(sw)}, within one segment on {within}/{len(sw)}; "
           f"build wall time sweep-seq {walls['sweep-seq']:.0f} s, bisect-seq "
