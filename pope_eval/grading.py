@@ -64,22 +64,29 @@ _ANCHOR = re.compile(
 )
 
 
+def _unescaped(text: str, start: int = 0):
+    """(index, character) of `text` from `start`, skipping every backslash and the character it
+    escapes (`\\{`, `\\}`, `\\$` are literal): the one scanner behind the brace and sentence rules."""
+    i = start
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        yield i, text[i]
+        i += 1
+
+
 def _closing_brace(text: str, start: int) -> int | None:
     """Index of the `}` closing an already opened `{` (scanning from `start`; `\\{`, `\\}`
     are literal), or None when the text ends first."""
-    depth, i = 1, start
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
+    depth = 1
+    for i, ch in _unescaped(text, start):
         if ch == "{":
             depth += 1
         elif ch == "}":
             depth -= 1
             if depth == 0:
                 return i
-        i += 1
     return None
 
 
@@ -91,24 +98,18 @@ _CLAUSE = re.compile(r",\s+(?:(?:which|since|because|as|but|so|where|while|that 
 def _end_of_sentence(ans: str) -> str:
     """`ans` up to its first sentence end outside math and braces: ". " (so "3.5" and "$1. 5$"
     stay whole) or a comma that opens a clause ("8666, which is ..."; "1, 2, 3" stays whole)."""
-    math, depth, i = False, 0, 0
-    while i < len(ans):
-        ch = ans[i]
-        if ch == "\\":
-            i += 2
-            continue
+    math, depth = False, 0
+    for i, ch in _unescaped(ans):
         if ch == "$":
             math = not math
         elif ch == "{":
             depth += 1
         elif ch == "}":
             depth = max(0, depth - 1)
-        elif not math and depth == 0:
-            if ch == "." and i + 1 < len(ans) and ans[i + 1].isspace():
-                return ans[:i]
-            if ch == "," and _CLAUSE.match(ans, i):
-                return ans[:i]
-        i += 1
+        elif not math and depth == 0 and (
+                (ch == "." and ans[i + 1:i + 2].isspace())
+                or (ch == "," and _CLAUSE.match(ans, i))):
+            return ans[:i]
     return ans
 
 
