@@ -1,9 +1,11 @@
 """sweep-seq vs bisect-seq on the same hard problems with a real model, through `pope-data build`.
 
-Run `python bench/search_real.py [--limit 16 --k 4 --n 8 --max-tokens 128 --temperature 0.5
---rate-samples 16]` (the default demo's settings); builds
-each strategy into OUT/<strategy>, compares prefixes.parquet side by side, estimates the true success
-rate of both chosen prefixes where they disagree, and prints markdown (results in bench/RESULTS.md).
+Run `python bench/search_real.py --out OUT [--limit 16 --k 4 --n 8 --max-tokens 128 --temperature
+0.5 --rate-samples 16 --rate-all]` (the default demo's settings); builds each strategy into
+OUT/<strategy> (a finished build there is resumed), compares prefixes.parquet side by side,
+estimates the success rate at both chosen prefixes and one segment below each with fresh samples
+where they disagree (`--rate-all`: for every problem), and prints markdown (results in
+bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate-samples", type=int, default=16)
+    ap.add_argument("--rate-all", action="store_true",
+                    help="estimate the rate at i* and i* - 1 for every problem with a minimal "
+                         "prefix, not only where the strategies disagree")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         a, b = sw[pid], bi[pid]
         lines.append(f"| {pid} | {a['num_segments']} | {a['i_star']} | {b['i_star']} | "
                      f"{a['tokens']} | {b['tokens']} |")
-        if a["i_star"] != b["i_star"]:
+        if a["i_star"] != b["i_star"] or args.rate_all:
             # Both choices, and the prefix just below each: is the choice a threshold or luck?
             for i in (a["i_star"], b["i_star"]):
                 if i is not None:
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{walls['bisect-seq']:.0f} s\n")
     print("\n".join(lines), "\n")
     if rates:
-        print(f"Success rate ({args.rate_samples} samples) at each disagreeing choice and the "
+        which = "every" if args.rate_all else "each disagreeing"
+        print(f"Success rate ({args.rate_samples} fresh samples) at {which} choice and the "
               "prefix below it:\n")
         print("| problem | strategy | i* | rate at i* - 1 | rate at i* |\n|---|---|---:|---:|---:|")
         for pid in sorted({p for p, _ in asks}):
@@ -137,6 +143,14 @@ def main(argv: list[str] | None = None) -> int:
             "agree_exact": exact, "agree_within_1": within, "problems": len(sw),
             "prefixes": {s: tables[s] for s in STRATEGIES},
             "rates": [[pid, i, r] for (pid, i), r in sorted(rates.items())]}, indent=2))
+    if rates:
+        chosen = [rates[(p, bi[p]["i_star"])] for p in bi if bi[p]["i_star"] is not None
+                  and (p, bi[p]["i_star"]) in rates]
+        below = [rates[(p, bi[p]["i_star"] - 1)] for p in bi if bi[p]["i_star"] is not None
+                 and (p, bi[p]["i_star"] - 1) in rates]
+        if chosen:
+            print(f"\nbisect-seq's i*: mean rate {sum(chosen) / len(chosen):.3f} at i*, "
+                  f"{sum(below) / max(len(below), 1):.3f} at i* - 1 ({len(chosen)} problems)")
     return 0
 
 
