@@ -39,8 +39,7 @@ def run_schedule(schedule: str, problems, engine, sampling: Sampling, k: int, wa
     seconds = time.perf_counter() - t
     drawn = journal.sample_counts("curate")
     correct = journal.correct_counts("curate")
-    batches = journal.conn.execute(
-        "SELECT COUNT(DISTINCT started) FROM probes WHERE stage = 'curate'").fetchone()[0]
+    batches = len({row.started for row in journal.rows("curate")})  # probes of one call share it
     return {"schedule": schedule, "seconds": round(seconds, 1), "tokens": journal.tokens("curate"),
             "samples": sum(drawn.values()), "engine_calls": batches,
             "hard": sorted(p.id for p in problems if results[p.id].i_star is None),
@@ -76,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     # sample (its tokens are not known without the sample lengths, so the floor is in samples).
     floor_samples = len(hard) * args.k + (len(problems) - len(hard))
     print(f"{len(problems)} problems from {args.path} (level <= {args.difficulty_max:g}), k = {args.k}, max_tokens {args.max_tokens}, "
-          f"T = 0.8, top_p 0.95, seed {args.seed}, transformers engine; hard (0 of k) under "
+          f"T = {sampling.temperature:g}, top_p {sampling.top_p:g}, seed {args.seed}, transformers "
+          f"engine; hard (0 of k) under "
           f"all-at-once: {len(hard)}; sample floor {floor_samples}\n")
     print("| schedule | samples | tokens | vs all (tokens) | engine calls | seconds | "
           "hard set equal to all |")

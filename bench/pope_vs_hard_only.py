@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import polars as pl  # noqa: E402
 
+from pope_data.config import DEMO_SAMPLING  # noqa: E402
 from pope_eval.engines import EngineConfig, Sampling  # noqa: E402
 from pope_eval.evaluate import PassAtKConfig, run_pass_at_k  # noqa: E402
 from pope_eval.report import plot_curves  # noqa: E402
@@ -74,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--n", type=int, default=8, help="samples per held-out problem")
-    ap.add_argument("--max-tokens", type=int, default=128,
-                    help="rollout and evaluation token limit")
-    ap.add_argument("--temperature", type=float, default=0.5,
-                    help="rollout and evaluation temperature")
+    ap.add_argument("--max-tokens", type=int, default=DEMO_SAMPLING.max_tokens,
+                    help="rollout and evaluation token limit (default: the demo build's)")
+    ap.add_argument("--temperature", type=float, default=DEMO_SAMPLING.temperature,
+                    help="rollout and evaluation temperature (default: the demo build's)")
     ap.add_argument("--learning-rate", type=float, default=1e-5)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pope_data.config import BuildConfig  # noqa: E402
 from pope_data.segments import segment  # noqa: E402
 from pope_eval.engines import EngineConfig, GenerationRequest, Sampling, make_engine  # noqa: E402
 from pope_eval.grading import grade_many  # noqa: E402
@@ -28,7 +29,9 @@ from pope_eval.prompts import guided_messages  # noqa: E402
 from pope_eval.seeds import stable_int  # noqa: E402
 
 STRATEGIES = ("sweep-seq", "bisect-seq")
-TOP_P = 0.95  # pope-data build's default: the rates are those the search saw
+# The default demo's settings are this script's defaults, read from the build's own defaults.
+DEMO = BuildConfig()
+TOP_P = DEMO.sampling.top_p  # the rates are those the search saw
 
 
 def build(strategy: str, args: argparse.Namespace) -> tuple[Path, float]:
@@ -75,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("search-real-out"))
     ap.add_argument("--engine", default="transformers", help="transformers or vllm")
-    ap.add_argument("--limit", type=int, default=16)
-    ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, default=0.5)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=DEMO.limit)
+    ap.add_argument("--k", type=int, default=DEMO.k)
+    ap.add_argument("--n", type=int, default=DEMO.n)
+    ap.add_argument("--max-tokens", type=int, default=DEMO.sampling.max_tokens)
+    ap.add_argument("--temperature", type=float, default=DEMO.sampling.temperature)
+    ap.add_argument("--seed", type=int, default=DEMO.sampling.seed)
     ap.add_argument("--rate-samples", type=int, default=16)
     ap.add_argument("--rate-all", action="store_true",
                     help="estimate the rate at i* and i* - 1 for every problem with a minimal "
