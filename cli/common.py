@@ -1,6 +1,7 @@
-"""Console helpers shared by the CLI apps: one rich console, error reporting, engine options.
+"""Console helpers shared by the CLI apps: one rich console, error lines, the run skeleton.
 
-Commands wrap their body in `handle_errors()` and build engines with `engine_config(...)`.
+Commands wrap their body in `run_command(...)` (or `handle_errors()`); user text is printed
+without markup, so brackets in messages and values survive.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import typer
 import typer.rich_utils
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
-from pope_eval.engines import EngineConfig
 from pope_eval.errors import PopeError
 
 console = Console(stderr=True)
@@ -40,6 +45,20 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
+def error_line(message: str) -> None:
+    """`error: MESSAGE` in red; the message is printed as it is (brackets kept, no markup)."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+
+
+def warn_line(message: str, detail: str = "") -> None:
+    """A yellow `message` and a plain `detail`, both printed as they are."""
+    console.print(Text.assemble((message, "yellow"), detail), highlight=False)
+
+
+def info_line(message: str) -> None:
+    console.print(message, highlight=False, markup=False)
+
+
 @contextlib.contextmanager
 def handle_errors(resume_hint: Callable[[], str | None] | None = None) -> Iterator[None]:
     """Turn library errors into one clear red line and a non-zero exit; Ctrl-C exits 130.
@@ -51,21 +70,21 @@ def handle_errors(resume_hint: Callable[[], str | None] | None = None) -> Iterat
     def hint() -> None:
         line = resume_hint() if resume_hint else None
         if line:
-            console.print(line, highlight=False)
+            console.print(line, highlight=False, markup=False)
 
     try:
         yield
     except PopeError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        error_line(str(exc))
         hint()
         raise typer.Exit(EXIT_ERROR) from None
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        console.print(f"[bold red]error:[/] {exc.strerror or exc}{where}", highlight=False)
+        error_line(f"{exc.strerror or exc}{where}")
         hint()
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted.[/] Finished work is saved.", highlight=False)
+        warn_line("interrupted.", " Finished work is saved.")
         hint()
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
@@ -87,54 +106,63 @@ class PlainProgress:
             console.print(line, highlight=False, markup=False)
 
 
-def engine_config(
-    *,
-    engine: str,
-    model: str,
-    seed: int,
-    endpoints: list[str] | None,
-    max_batch_size: int,
-    concurrency: int,
-    cache_dir: str | None,
-    ray_address: str | None = None,
-    replicas: int = 1,
-    request_timeout: float = 600.0,
-    max_retries: int = 4,
-    send_seed: bool = True,
-) -> EngineConfig:
-    return EngineConfig(
-        request_timeout=request_timeout,
-        max_retries=max_retries,
-        send_seed=send_seed,
-        engine=engine,
-        model=model,
-        seed=seed,
-        endpoints=tuple(endpoints or ()),
-        max_batch_size=max_batch_size,
-        concurrency=concurrency,
-        cache_dir=cache_dir,
-        ray_address=ray_address,
-        replicas=replicas,
-    )
+class LazyProgress:
+    """A rich progress bar that appears with its first task: a command that fails its checks
+    prints its one error line and no empty bar above it."""
+
+    def __init__(self, *columns: Any) -> None:
+        self.columns = columns
+        self.bar: Progress | None = None
+
+    def add_task(self, description: str, **kwargs: Any) -> int:
+        if self.bar is None:
+            self.bar = Progress(*self.columns, console=console, transient=False)
+            self.bar.start()
+        return self.bar.add_task(description, **kwargs)
+
+    def update(self, task: int, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(task, **kwargs)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
-def parse_ks(spec: str | None) -> tuple[int, ...] | None:
-    """'1,2,4' -> (1, 2, 4); None stays None (the default list)."""
-    if spec is None or not spec.strip():
-        return None
+@dataclass
+class RunState:
+    """What a running command knows about its run: whether work started (so a resume hint
+    makes sense), its progress bar and the plain progress lines for non-terminal logs."""
+
+    out: Path
+    progress: LazyProgress
+    plain: PlainProgress = field(default_factory=PlainProgress)
+    started: bool = False
+
+    def hint(self) -> str | None:
+        return f"Re-run the same command to resume from {self.out}." if self.started else None
+
+
+@contextlib.contextmanager
+def run_command(verbose: bool, out: Path, *columns: Any) -> Iterator[RunState]:
+    """The skeleton of a command that writes a run folder: logging, a progress bar made of
+    `columns` (shown from its first task on), errors as one line, and the resume hint once work
+    has started."""
+    setup_logging(verbose)
+    state = RunState(out=Path(out), progress=LazyProgress(*columns))
     try:
-        return tuple(int(part) for part in spec.split(",") if part.strip())
-    except ValueError:
-        console.print(f"[bold red]error:[/] --k: expected a comma list of integers, got {spec!r}")
-        raise typer.Exit(EXIT_ERROR) from None
+        with handle_errors(state.hint):
+            yield state
+    finally:
+        state.progress.stop()
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    table = Table(title=title)
+    table = Table(title=Text(title))
     for i, h in enumerate(header):
-        table.add_column(h, justify="right" if i else "left")
+        table.add_column(Text(h), justify="right" if i else "left")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     out.print(table)
 
 

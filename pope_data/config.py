@@ -20,6 +20,7 @@ from pope_data.segments import MODES
 from pope_data.shards import parse_shard
 from pope_eval.engines import EngineConfig, Sampling
 from pope_eval.errors import ConfigError
+from pope_eval.options import option
 
 # The offline demo's sampling (bench/RESULTS.md, "Default demo"): the bundled 135M model states
 # the answer of a guided prompt in its first sentence or not at all, so 128 tokens lose few
@@ -69,7 +70,8 @@ class BuildConfig:
     include_full_solution: bool = False  # the complete solution is not guidance
     validation_fraction: float = 0.1
     shard: str | None = None
-    samples_per_batch: int = 256
+    samples_per_batch: int = option(256, "Samples per engine call.", flag="--batch-samples",
+                                    operational=True)
     grading_timeout: float = 5.0
     # Which sample texts the journal keeps: all, correct (default: the evidence for every
     # success, ~10x smaller than all at the paper's scale, see bench/RESULTS.md), none.
@@ -82,7 +84,11 @@ class BuildConfig:
     decontam_threshold: float = 0.5
     # Oracle solutions for hard problems without one (answer-only sources such as DAPO).
     solve: bool = False
-    oracle: EngineConfig | None = None  # the stronger model; None = the base model's engine
+    # The stronger model; None = the base model's engine. Its other engine options (seed,
+    # timeouts, Ray) are the base engine's.
+    oracle: EngineConfig | None = option(None, "Oracle model (--oracle-model, default: --model).",
+                                         prefix="oracle-", only=("engine", "model", "endpoints"),
+                                         none_unless="model", inherit="engine")
     solve_n: int = 4
     solve_max_tokens: int = 4096
 

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from pope_eval import passk
-from pope_eval.benchmarks import EvalItem, LoadedBenchmark, load_benchmark
+from pope_eval.benchmarks import BENCHMARKS, EvalItem, LoadedBenchmark, load_benchmark
 from pope_eval.datafiles import Quarantine
 from pope_eval.engines import Engine, EngineConfig, GenerationRequest, LazyEngine, Sampling
 from pope_eval.errors import ConfigError, DataError
 from pope_eval.grading import STATUSES, bad_golds
+from pope_eval.options import operational_fields, option
 from pope_eval.prompts import check_prompt_lengths, problem_messages
 from pope_eval.runinfo import atomic_path, open_run_dir, package_versions, write_json_atomic
 from pope_eval.scoring import generate_and_grade
@@ -28,6 +29,18 @@ from pope_eval.seeds import stable_int
 log = logging.getLogger(__name__)
 
 PARTS_DIR = "parts"
+
+
+def parse_ks(spec: str) -> tuple[int, ...] | None:
+    """--k '1,2,4' -> (1, 2, 4); an empty text is the default list (None)."""
+    if not spec.strip():
+        return None
+    try:
+        return tuple(int(part) for part in spec.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--k: expected a comma list of integers, got {spec!r}") from None
+
+
 # The paper's base model (Qwen3-4B-Instruct-2507) recommended sampling.
 DEFAULT_SAMPLING = Sampling(max_tokens=4096, temperature=0.7, top_p=0.8, seed=0)
 
@@ -36,17 +49,21 @@ DEFAULT_SAMPLING = Sampling(max_tokens=4096, temperature=0.7, top_p=0.8, seed=0)
 class PassAtKConfig:
     """One evaluation run; validated on construction with errors naming the CLI option."""
 
-    data: str = "aime2025"
-    out: str = "pope-eval-out"
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    columns: str | None = None
-    n: int = 16
-    ks: tuple[int, ...] | None = None  # None = powers of two up to n
-    sampling: Sampling = DEFAULT_SAMPLING
-    limit: int | None = None
-    grading_timeout: float = 5.0
-    problems_per_batch: int = 8  # problems generated (and saved) together
-    n_boot: int = 1000
+    data: str = option("aime2025", lambda: (
+        f"Benchmark name ({', '.join(BENCHMARKS)}; bundled, offline), hub:ORG/NAME[:split], "
+        "or a .jsonl/.json/.parquet file."))
+    out: str = option("pope-eval-out", "Run folder (re-running with it resumes).",
+                      operational=True)
+    engine: EngineConfig = option(default_factory=EngineConfig)
+    columns: str | None = option(None, "Column mapping, e.g. 'problem=question,answer=final'.")
+    n: int = option(16, "Samples per problem.")
+    ks: tuple[int, ...] | None = option(None, "Comma list of k; default powers of two up to n.",
+                                        flag="--k", parse=parse_ks, operational=True)
+    sampling: Sampling = option(DEFAULT_SAMPLING)
+    limit: int | None = option(None, "Only the first N problems.", operational=True)
+    grading_timeout: float = option(5.0, cli=False)
+    problems_per_batch: int = option(8, cli=False, operational=True)  # generated and saved together
+    n_boot: int = option(1000, cli=False, operational=True)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -75,7 +92,7 @@ class PassAtKConfig:
         d = asdict(self)
         d["engine"] = self.engine.fingerprint()
         d["sampling"] = self.sampling.to_dict()
-        for key in ("out", "ks", "problems_per_batch", "n_boot", "limit"):
+        for key in operational_fields(type(self)):
             d.pop(key)  # reporting / batching only: changing them never changes a sample
         return d
 

@@ -125,3 +125,64 @@ def open_run_dir(out: str | Path, config: Mapping[str, Any], *, command: str | N
         },
     )
     return out_dir
+
+
+LOCK_FILE = ".pope.lock"
+LOCK_OWNER = ".pope.lock.owner"
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the whole run: a second run into the same folder
+    fails at once, naming the process (pid, host, command, start time) that holds it.
+
+    Use as `with lock_run_dir(out, "pope-data build"):`. The lock is an OS file lock
+    (`filelock`), released by the OS when the holder dies (kill -9 included), so a stale owner
+    file never blocks a rerun.
+    """
+
+    def __init__(self, out: str | Path, what: str = "a run") -> None:
+        from filelock import FileLock
+
+        self.out_dir = Path(out)
+        self.what = what
+        self._lock = FileLock(str(self.out_dir / LOCK_FILE), timeout=0)
+
+    def _owner(self) -> str:
+        try:
+            info = json.loads((self.out_dir / LOCK_OWNER).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return "another process"
+        return (f"process {info.get('pid')} on {info.get('host')} "
+                f"({info.get('command') or info.get('what')}, since {info.get('started')})")
+
+    def acquire(self) -> RunLock:
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise ConfigError(f"{self.out_dir} is in use by {self._owner()}; wait for it to end "
+                              "or use another --out folder") from None
+        write_json_atomic(self.out_dir / LOCK_OWNER, {
+            "pid": os.getpid(), "host": platform.node(), "what": self.what,
+            "command": " ".join(sys.argv),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        return self
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            with contextlib.suppress(OSError):
+                (self.out_dir / LOCK_OWNER).unlink()
+            self._lock.release()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_run_dir(out: str | Path, what: str = "a run", option: str = "--out") -> RunLock:
+    """Create the folder if needed (checked as `prepare_out_dir` does) and lock it; use with `with`."""
+    out_dir = prepare_out_dir(out, option)
+    return RunLock(out_dir, what)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pope_eval.errors import ConfigError
+from pope_eval.options import option
 from pope_eval.seeds import stable_int
 
 FINISH_REASONS = ("stop", "length", "error")
@@ -24,11 +25,11 @@ class Sampling:
     the command-line option.
     """
 
-    max_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    stop: tuple[str, ...] = ()
+    max_tokens: int = option(256, "Max generated tokens per sample.")
+    temperature: float = option(1.0, "Sampling temperature.")
+    top_p: float = option(1.0, "Nucleus sampling: keep the smallest token set with this mass.")
+    seed: int = option(0, "Base seed of every sample (samples are seeded per request and index).")
+    stop: tuple[str, ...] = option((), cli=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -160,35 +161,3 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class LazyEngine(Engine):
-    """Builds the real engine on first use: a resumed, finished run never loads a model."""
-
-    def __init__(self, config: Any) -> None:
-        from pope_eval.engines import resolve_engine_name
-
-        self.config = config
-        self.name = resolve_engine_name(config)
-        self.model = config.model
-        self._engine: Engine | None = None
-
-    @property
-    def started(self) -> bool:
-        return self._engine is not None
-
-    def _generate(self, requests, progress):
-        if self._engine is None:
-            from pope_eval.engines import make_engine
-
-            self._engine = make_engine(self.config)
-        return self._engine._generate(requests, progress)
-
-    def describe(self) -> dict[str, Any]:
-        if self._engine is not None:
-            return self._engine.describe()
-        return {"engine": self.name, "model": self.model}
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()

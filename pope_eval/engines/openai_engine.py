@@ -22,7 +22,9 @@ from pope_eval.engines.base import (
     Sample,
     sample_seed,
 )
-from pope_eval.errors import EngineError
+from pope_eval.engines.registry import register_engine
+from pope_eval.errors import ConfigError, EngineError
+from pope_eval.options import option
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,38 @@ class _Retryable(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """The OpenAI-compatible client's own options (one or many `vllm serve` endpoints)."""
+
+    endpoints: tuple[str, ...] = option((), "OpenAI-compatible base URL (repeat for several).",
+                                        flag="--endpoint", operational=True)
+    api_key: str | None = option(None, cli=False, repr=False)  # else OPENAI_API_KEY
+    concurrency: int = option(32, "openai: requests in flight per endpoint.", operational=True)
+    request_timeout: float = option(600.0, "openai: seconds to wait for one reply.",
+                                    operational=True)
+    max_retries: int = option(4, "openai: retries of a failed request.", operational=True)
+    send_seed: bool = option(True, "openai: send per-request seeds (--no-send-seed for vLLM CPU "
+                                   "servers, which crash on them).")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoints, str):
+            object.__setattr__(self, "endpoints", (self.endpoints,))
+        elif not isinstance(self.endpoints, tuple):
+            object.__setattr__(self, "endpoints", tuple(self.endpoints))
+        for url in self.endpoints:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"--endpoint: {url!r} is not an http(s) URL "
+                                  "(e.g. http://127.0.0.1:8000/v1)")
+        if self.concurrency < 1:
+            raise ConfigError(f"--concurrency: must be >= 1, got {self.concurrency}")
+        if self.max_retries < 0:
+            raise ConfigError(f"--max-retries: must be >= 0, got {self.max_retries}")
+        if self.request_timeout <= 0:
+            raise ConfigError(f"--request-timeout: must be > 0, got {self.request_timeout}")
+
+
+@register_engine("openai", options=OpenAIOptions)
 @dataclass
 class OpenAIEngine(Engine):
     """Talks to /v1/completions (rendered prompts) and /v1/chat/completions (messages).

