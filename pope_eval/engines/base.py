@@ -28,6 +28,9 @@ class Sampling:
     max_tokens: int = option(256, "Max generated tokens per sample.")
     temperature: float = option(1.0, "Sampling temperature.")
     top_p: float = option(1.0, "Nucleus sampling: keep the smallest token set with this mass.")
+    top_k: int | None = option(None, "Sample among the k most likely tokens only (default: off).")
+    min_p: float | None = option(None, "Drop tokens less likely than min_p times the most likely "
+                                       "one (default: off).")
     seed: int = option(0, "Base seed of every sample (samples are seeded per request and index).")
     stop: tuple[str, ...] = option((), cli=False)
 
@@ -43,14 +46,27 @@ class Sampling:
             raise ConfigError(f"--temperature: must be >= 0, got {self.temperature!r}")
         if not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p: must be in (0, 1], got {self.top_p!r}")
+        if self.top_k is not None and (isinstance(self.top_k, bool)
+                                       or not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ConfigError(f"--top-k: must be an integer >= 1 (leave it out for no limit), "
+                              f"got {self.top_k!r}")
+        if self.min_p is not None and (not isinstance(self.min_p, int | float)
+                                       or not 0 <= self.min_p < 1):
+            raise ConfigError(f"--min-p: must be in [0, 1), got {self.min_p!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"--seed: must be an integer, got {self.seed!r}")
         if any(not isinstance(x, str) or not x for x in self.stop):
             raise ConfigError(f"stop: stop strings must be non-empty text, got {self.stop!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, "seed": self.seed, "stop": list(self.stop)}
+        # top_k / min_p only when set: a run folder recorded before they existed resumes (an
+        # absent key reads as None, their "off").
+        d: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                             "top_p": self.top_p, "seed": self.seed, "stop": list(self.stop)}
+        for name in ("top_k", "min_p"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
+        return d
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,12 @@ class OpenAIEngine(Engine):
         }
         if sp.stop:
             body["stop"] = list(sp.stop)
+        # Not in the OpenAI API: vLLM's server (and most compatible ones) take them as extra
+        # sampling parameters in the body.
+        if sp.top_k is not None:
+            body["top_k"] = sp.top_k
+        if sp.min_p is not None:
+            body["min_p"] = sp.min_p
         if r.seed is not None and self.send_seed:
             body["seed"] = r.seed
         if r.prompt is not None:

@@ -222,8 +222,8 @@ class TransformersEngine(Engine):
 
 
 def _pick_batch(logits, reqs: list[GenerationRequest], generators: list, torch) -> list[int]:
-    """Next token per row: greedy at temperature 0, else top-p sampling by inverse CDF with the
-    row's own generator. Row-wise operations only, so a row's draw never depends on its batch."""
+    """Next token per row: greedy at temperature 0, else top-p / top-k / min-p sampling by inverse
+    CDF with the row's own generator. Row-wise operations only, so a row's draw never depends on its batch."""
     out = [0] * len(reqs)
     greedy = [k for k, r in enumerate(reqs) if r.sampling.temperature == 0]
     sampled = [k for k, r in enumerate(reqs) if r.sampling.temperature != 0]
@@ -242,8 +242,14 @@ def _pick_batch(logits, reqs: list[GenerationRequest], generators: list, torch) 
         if short:
             sorted_p, sorted_ix = torch.sort(probs, dim=-1, descending=True)
         cum = sorted_p.cumsum(-1)
-        # Keep the smallest prefix of the sorted vocabulary whose mass reaches top_p.
+        # Keep the smallest prefix of the sorted vocabulary whose mass reaches top_p, cut to the
+        # top_k most likely tokens and to those at least min_p times as likely as the best one.
+        # Each rule keeps a prefix of the sorted row, so their intersection is one too.
         keep = (cum - sorted_p) < top_p[:, None]
+        top_k = torch.tensor([reqs[k].sampling.top_k or sorted_p.shape[-1] for k in sampled])
+        keep &= torch.arange(sorted_p.shape[-1])[None, :] < top_k[:, None]
+        min_p = torch.tensor([reqs[k].sampling.min_p or 0.0 for k in sampled], dtype=logits.dtype)
+        keep &= sorted_p >= (min_p * sorted_p[:, 0])[:, None]
         kept_mass = torch.where(keep, sorted_p, torch.zeros_like(sorted_p)).sum(-1)
         u = torch.stack([torch.rand((), generator=generators[k]) for k in sampled]) * kept_mass
         n_keep = keep.sum(-1)

@@ -135,6 +135,10 @@ class VLLMEngine(Engine):
         sp = r.sampling
         kwargs: dict[str, Any] = dict(n=n, max_tokens=sp.max_tokens, temperature=sp.temperature,
                                       top_p=sp.top_p, stop=list(sp.stop) or None)
+        if sp.top_k is not None:
+            kwargs["top_k"] = sp.top_k
+        if sp.min_p is not None:
+            kwargs["min_p"] = sp.min_p
         if seed is not None:
             kwargs["seed"] = seed
         return SamplingParams(**kwargs)
