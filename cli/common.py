@@ -37,26 +37,51 @@ EXIT_INTERRUPTED = 130
 
 
 def setup_logging(verbose: bool) -> None:
+    """Log through the rich console: ours at WARNING, everything at DEBUG with -v.
+
+    Without -v the libraries' own logs and progress bars (vLLM, transformers, huggingface_hub,
+    datasets) are off, so only our progress lines and errors show. Libraries imported later
+    (vLLM also in its engine processes) read that from the environment; one already imported is
+    set directly. A variable the user set is left as it is. vLLM's own weight-loading bars
+    follow its `use_tqdm_on_load` engine option.
+    """
+    import os
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
         force=True,
     )
+    for name in ("vllm", "transformers", "huggingface_hub", "datasets", "torch"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    if verbose:
+        return
+    for key, value in (("VLLM_LOGGING_LEVEL", "ERROR"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(key, value)
+    for module, turn_off in (("huggingface_hub.utils", "disable_progress_bars"),
+                             ("transformers.utils.logging", "disable_progress_bar"),
+                             ("datasets.utils.logging", "disable_progress_bar")):
+        if module in sys.modules:
+            getattr(sys.modules[module], turn_off)()
 
 
 def error_line(message: str) -> None:
     """`error: MESSAGE` in red; the message is printed as it is (brackets kept, no markup)."""
-    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+    console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False,
+                  soft_wrap=True)
 
 
 def warn_line(message: str, detail: str = "") -> None:
     """A yellow `message` and a plain `detail`, both printed as they are."""
-    console.print(Text.assemble((message, "yellow"), detail), highlight=False)
+    console.print(Text.assemble((message, "yellow"), detail), highlight=False, soft_wrap=True)
 
 
 def info_line(message: str) -> None:
-    console.print(message, highlight=False, markup=False)
+    """A plain line, printed as it is and never wrapped (log files keep it whole)."""
+    console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ app = typer.Typer(help="Measure pass@k with math-verify grading.", no_args_is_he
 
 
 @app.command("pass-at-k")
-@config_options(config=PassAtKConfig)
+@config_options(config=PassAtKConfig, preset="pass-at-k")
 def pass_at_k_cmd(
     config: PassAtKConfig,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs.")] = False,

@@ -18,6 +18,9 @@ from typing import Annotated, Any
 import typer
 
 from pope_eval.options import flag_of, meta
+from pope_eval.presets import PRESETS, record
+
+_CTX = "_typer_ctx"
 
 
 @dataclass
@@ -153,11 +156,14 @@ class _Spec:
                                             annotation=Annotated[leaf.annotation, option]))
         return params
 
-    def build(self, values: dict[str, Any]) -> Any:
-        """The config from parsed option values (errors are the configs' own ConfigErrors)."""
+    def build(self, values: dict[str, Any], preset: dict[str, Any] | None = None) -> Any:
+        """The config from parsed option values, with `preset` values (by parameter name, final
+        values) where the user gave none; errors are the configs' own ConfigErrors."""
         changes: dict[tuple[str, ...], dict[str, Any]] = {}
+        preset = preset or {}
         for leaf in self.leaves.values():
-            value = leaf.to_value(values[leaf.param])
+            value = (preset[leaf.param] if leaf.param in preset
+                     else leaf.to_value(values[leaf.param]))
             for path in leaf.paths:
                 changes.setdefault(path[:-1], {})[path[-1]] = value
         return self._make((), self.cls, self.default, changes)
@@ -191,12 +197,61 @@ def _field_default(f: dataclasses.Field) -> Any:
     return None
 
 
-def config_options(**configs: type | tuple[type, Any]) -> Callable[[Callable], Callable]:
+def given_on_command_line(ctx: typer.Context, param: str) -> bool:
+    """Whether the user typed this option (or set its environment variable), not its default."""
+    source = ctx.get_parameter_source(param)
+    return getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def preset_values(ctx: typer.Context, name: str | None, command: str,
+                  flags: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Values of preset `name` for the options (flag -> parameter name) the user did not give
+    in the command `ctx` runs: ({parameter: value}, the record for run_config.json); ({}, None)
+    without a preset."""
+    if not name:
+        return {}, None
+    preset = PRESETS.get(name)
+    values, applied, explicit, missing = {}, {}, [], []
+    for flag, pv in preset.values_for(command).items():
+        param = flags.get(flag)
+        if param is None:
+            missing.append(flag)
+        elif given_on_command_line(ctx, param):
+            explicit.append(flag)
+        else:
+            values[param] = pv.value
+            applied[flag] = {"value": pv.value, "source": pv.source}
+    return values, record(preset, applied, explicit, missing)
+
+
+def describe_preset(rec: dict[str, Any]) -> str:
+    """One line on what a preset set, what the user's own options replaced, and what it skipped."""
+    line = f"preset {rec['name']}: " + (", ".join(
+        f"{flag} {v['value']}" for flag, v in rec["set"].items()) or "nothing set")
+    if rec["explicit"]:
+        line += f"; yours: {', '.join(rec['explicit'])}"
+    if rec["not_applied"]:
+        line += f"; no such option here: {', '.join(rec['not_applied'])}"
+    return line
+
+
+def _preset_parameter(command: str) -> inspect.Parameter:
+    names = ", ".join(n for n, p in PRESETS.items() if p.values_for(command))
+    option = typer.Option("--preset", help=f"Published settings to start from: {names} "
+                          "(explicit options win; see docs/presets.md).")
+    return inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, default=None,
+                             annotation=Annotated[str | None, option])
+
+
+def config_options(preset: str | None = None,
+                   **configs: type | tuple[type, Any]) -> Callable[[Callable], Callable]:
     """Decorator: `config=BuildConfig` (or `config=(PassAtKConfig, PassAtKConfig(...))` for a
     command's own defaults) turns the `config` parameter into one option per field.
 
-    The command is called with the built config; a value the config refuses is one red line
-    (exit 2) before the command's body runs.
+    With `preset="build"` the command also takes `--preset NAME`: the preset's values for that
+    command fill the options the user did not give, and a config with a `preset` field records
+    what was set. The command is called with the built config; a value the config refuses is one
+    red line (exit 2) before the command's body runs.
     """
     def deco(func: Callable) -> Callable:
         specs = []
@@ -207,6 +262,13 @@ def config_options(**configs: type | tuple[type, Any]) -> Callable[[Callable], C
         kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
                 for p in sig.parameters.values() if p.name not in configs]
         generated = [p for s in specs for p in s.parameters()]
+        if preset is not None:
+            generated.append(_preset_parameter(preset))
+        # typer hands the click context to a parameter typed typer.Context: it tells which
+        # options were typed, so a preset never overrides them.
+        generated.append(inspect.Parameter(_CTX, inspect.Parameter.KEYWORD_ONLY,
+                                           annotation=typer.Context))
+        flags = {leaf.flag: leaf.param for s in specs for leaf in s.leaves.values()}
         names = [p.name for p in kept + generated]
         clash = {n for n in names if names.count(n) > 1}
         if clash:
@@ -218,9 +280,19 @@ def config_options(**configs: type | tuple[type, Any]) -> Callable[[Callable], C
 
             built = {}
             with handle_errors():
+                chosen, preset_record = preset_values(
+                    kwargs.pop(_CTX), kwargs.pop("preset", None), preset or "", flags)
                 for s in specs:
                     values = {leaf.param: kwargs.pop(leaf.param) for leaf in s.leaves.values()}
-                    built[s.name] = s.build(values)
+                    config = s.build(values, chosen)
+                    if preset_record is not None and "preset" in {
+                            f.name for f in dataclasses.fields(config)}:
+                        config = dataclasses.replace(config, preset=preset_record)
+                    built[s.name] = config
+            if preset_record is not None:
+                from pope_cli.common import info_line
+
+                info_line(describe_preset(preset_record))
             return func(**kwargs, **built)
 
         params = generated + kept

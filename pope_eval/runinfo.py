@@ -91,13 +91,15 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
 
 
 def open_run_dir(out: str | Path, config: Mapping[str, Any], *, command: str | None = None,
-                 has_results: Callable[[Path], bool] | None = None) -> Path:
+                 has_results: Callable[[Path], bool] | None = None,
+                 extra: Mapping[str, Any] | None = None) -> Path:
     """Create or reopen a run folder for `config` (a JSON-safe dict).
 
     A folder holding results of a different config is refused with the list of changed fields:
     results of two configs are never mixed. A folder whose run produced nothing yet
     (`has_results(out)` is false) takes the new config, so a corrected typo is not refused.
-    Versions and the command line are recorded but not compared.
+    Versions, the command line and `extra` (e.g. the preset that filled options in) are
+    recorded but not compared.
     """
     out_dir = prepare_out_dir(out)
     path = out_dir / RUN_CONFIG
@@ -122,6 +124,7 @@ def open_run_dir(out: str | Path, config: Mapping[str, Any], *, command: str | N
             "versions": package_versions(),
             "command": command if command is not None else " ".join(sys.argv),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **json.loads(json.dumps(dict(extra or {}), default=str)),
         },
     )
     return out_dir
