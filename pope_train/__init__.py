@@ -1,5 +1,5 @@
-"""Training for POPE: verl integration (reward, pass@k advantage, configs, launcher) and a TRL backend.
+"""Training for POPE: the recipe table, backends (verl, TRL) behind one interface, reward, pass@k advantage.
 
-verl runs in its own venv (scripts/setup_train_env.sh); the TRL backend (`pope_train.trl_backend`,
-extra `trl`) runs in the main venv on one machine. Both via `pope-train run --backend verl|trl`.
+`pope_train.recipes.RECIPES` says what each config trains on and where it runs; `pope_train.backends.BACKENDS`
+holds the backends `pope-train run --backend NAME` uses (verl in its own venv, TRL in the main one).
 """

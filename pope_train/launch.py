@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pope_eval.errors import ConfigError, DataError, MissingExtraError
+from pope_eval.options import option
 from pope_eval.runinfo import atomic_path
+from pope_train.data import check_data_file, check_inputs, check_same_schema, export_train_files
+from pope_train.recipes import RECIPES, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -29,70 +32,58 @@ SETUP_HINT = (
     "`.venv-train/bin/pope-train`, or install the 'train' extra (pip install 'pope[train]')."
 )
 
-# Which export subsets (pope-data build OUT/export/<subset>/{train,validation}.parquet) each
-# config trains on; the paper's comparisons differ in data as much as in algorithm.
-TRAIN_SETS: dict[str, tuple[str, ...]] = {
-    "pope": ("mix",),
-    "hard_only": ("hard",),
-    "entropy_bonus": ("hard",),
-    "clip_higher": ("hard",),
-    "pass_at_k": ("hard",),
-    "easy_hard_mix": ("hard", "easy"),
-    "pope_easy_hard": ("mix", "easy"),
-}
 # Validation from an export: the hard set unguided and guided, each its own data source so verl
 # reports pass@k (best@n of `acc`) separately: solvability with and without guidance.
 VAL_SETS: dict[str, str] = {"hard": "pope/hard", "guided": "pope/hard_guided"}
-DEFAULT_BENCHMARKS: tuple[str, ...] = ("aime2025", "hmmt_feb_2025")
-
-# verl's RLHF row schema (docs/design.md, "Data contracts"): the columns our reward reads.
-REQUIRED_COLUMNS: tuple[str, ...] = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 
 
-def list_configs() -> list[str]:
-    """Launchable config names (files starting with '_' are shared fragments)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("_"))
+def config_file(recipe: Recipe) -> Path:
+    """verl's config of a recipe, pope_train/config/NAME.yaml (it extends verl's ppo_trainer)."""
+    path = CONFIG_DIR / f"{recipe.name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config: {recipe.name!r} runs on verl but {path} is missing")
+    return path
 
 
-def config_summary(name: str) -> str:
-    """The first comment line of a config file: what the config is."""
-    path = CONFIG_DIR / f"{name}.yaml"
-    for line in path.read_text().splitlines():
-        if line.startswith("#") and not line.startswith("# @package"):
-            return line.lstrip("# ").strip()
-    return ""
+def _bench_help() -> str:
+    from pope_eval.benchmarks import BENCHMARKS
+
+    return f"Validation benchmark: {', '.join(BENCHMARKS)} or a problem file (repeatable)."
 
 
-@dataclass(frozen=True)
-class LaunchConfig:
-    """Everything `pope-train run` needs; exactly one is built per launch."""
+@dataclass(frozen=True, kw_only=True)
+class VerlOptions:
+    """The options of `pope-train run --backend verl` (beside the config, model and data)."""
 
-    config: str
-    model: str
-    train_files: tuple[str, ...] = ()
-    val_files: tuple[str, ...] = ()
-    export_dir: str | None = None
-    benchmarks: tuple[str, ...] = ()
-    work_dir: str = "pope-train-out"
-    nnodes: int = 1
-    gpus_per_node: int = 1
-    ray_address: str | None = None
-    overrides: tuple[str, ...] = ()
-    python: str = field(default_factory=lambda: sys.executable)
+    val_files: tuple[str, ...] = option((), "Validation parquet (repeatable).", flag="--val")
+    benchmarks: tuple[str, ...] = option((), _bench_help, flag="--bench")
+    work_dir: str = option("pope-train-out", "Where converted validation files go.")
+    nnodes: int = option(1, "Ray cluster nodes.")
+    gpus_per_node: int = option(1, "GPUs per node.")
+    ray_address: str | None = option(None, "Existing Ray cluster (head address).")
 
     def __post_init__(self) -> None:
-        if self.config not in list_configs():
-            raise ConfigError(
-                f"config: unknown config {self.config!r}; choose one of {', '.join(list_configs())}"
-            )
-        if not self.model or not self.model.strip():
-            raise ConfigError("model: give a Hub id, a local model folder or 'smollm2-135m'")
-        if not self.train_files and not self.export_dir:
-            raise ConfigError("train_files: give --train PATH (repeatable) or --export OUT/export")
         if self.nnodes < 1:
             raise ConfigError(f"nnodes: must be >= 1, got {self.nnodes}")
         if self.gpus_per_node < 1:
             raise ConfigError(f"gpus_per_node: must be >= 1, got {self.gpus_per_node}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchConfig(VerlOptions):
+    """Everything one verl launch needs; exactly one is built per launch."""
+
+    config: str
+    model: str
+    train_files: tuple[str, ...] = ()
+    export_dir: str | None = None
+    overrides: tuple[str, ...] = ()
+    python: str = field(default_factory=lambda: sys.executable)
+
+    def __post_init__(self) -> None:
+        config_file(check_inputs(self.config, "verl", self.model, self.train_files,
+                                 self.export_dir))
+        super().__post_init__()
         for item in self.overrides:
             if "=" not in item or item.startswith("-"):
                 raise ConfigError(
@@ -132,57 +123,6 @@ def require_verl(python: str | None = None) -> None:
         raise MissingExtraError(SETUP_HINT.format(python=python or sys.executable))
 
 
-def check_data_file(path: str | os.PathLike) -> None:
-    """A parquet file in verl's row schema, or DataError naming the file and what is wrong."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    if p.suffix != ".parquet":
-        raise DataError(f"{p}: verl reads .parquet data files here (got {p.suffix or 'no suffix'})")
-    try:
-        schema = pq.read_schema(p)
-        rows = pq.ParquetFile(p).metadata.num_rows
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"{p}: not a readable parquet file ({exc})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
-    if missing:
-        raise DataError(
-            f"{p}: missing verl column(s) {missing} (found {schema.names}); write training data "
-            "with `pope-data build` (OUT/export/...) or in verl's schema: data_source, prompt "
-            "(list of {role, content}), ability, reward_model {style, ground_truth}, extra_info"
-        )
-    prompt = schema.field("prompt").type
-    if not (pa.types.is_list(prompt) or pa.types.is_large_list(prompt)) or not (
-        pa.types.is_struct(prompt.value_type)
-        and {"role", "content"} <= {f.name for f in prompt.value_type}
-    ):
-        raise DataError(f"{p}: column 'prompt' must be a list of {{role, content}}, got {prompt}")
-    reward = schema.field("reward_model").type
-    if not pa.types.is_struct(reward) or "ground_truth" not in {f.name for f in reward}:
-        raise DataError(f"{p}: column 'reward_model' must be a struct with 'ground_truth', got {reward}")
-    if rows == 0:
-        raise DataError(f"{p}: has no rows")
-
-
-def check_same_schema(paths: Sequence[str], what: str) -> None:
-    """verl concatenates the files of one split: their columns and types must agree."""
-    import pyarrow.parquet as pq
-
-    if len(paths) < 2:
-        return
-    first = pq.read_schema(paths[0])
-    for other in paths[1:]:
-        schema = pq.read_schema(other)
-        if not schema.equals(first):
-            raise DataError(
-                f"{what}: {other} and {paths[0]} have different columns or types, so verl "
-                f"cannot concatenate them:\n  {paths[0]}: {first}\n  {other}: {schema}"
-            )
-
-
 def _benchmark_table(spec: str, like):
     """A benchmark (name or file) as verl rows with unguided prompts (`pope_data.export.verl_row`),
     in the schema of the export file `like` (so verl can concatenate them)."""
@@ -219,20 +159,6 @@ def _relabel(path: str, data_source: str, out: Path) -> str:
     return str(out)
 
 
-def export_train_files(export: Path, config: str) -> list[str]:
-    """The train splits a config trains on in OUT/export of pope-data build (TRAIN_SETS), for
-    either backend; DataError names a missing folder or file."""
-    if not export.is_dir():
-        raise DataError(f"export: {export} is not a folder (expected OUT/export of pope-data build)")
-    files = []
-    for subset in TRAIN_SETS[config]:
-        path = export / subset / "train.parquet"
-        if not path.is_file():
-            raise DataError(f"export: config {config} trains on {path}, which is missing")
-        files.append(str(path))
-    return files
-
-
 def prepare_data(cfg: LaunchConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(train files, validation files): explicit files first, then the config's export subsets,
     the export's hard/guided validation splits (relabelled) and the benchmarks (converted)."""
@@ -243,7 +169,7 @@ def prepare_data(cfg: LaunchConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     work = Path(cfg.work_dir) / "data"
     if cfg.export_dir:
         export = Path(cfg.export_dir)
-        train += export_train_files(export, cfg.config)
+        train += export_train_files(export, RECIPES[cfg.config])
         for subset, source in VAL_SETS.items():
             path = export / subset / "validation.parquet"
             if path.is_file() and pq.ParquetFile(path).metadata.num_rows > 0:

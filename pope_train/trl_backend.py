@@ -10,12 +10,15 @@ import json
 import logging
 import platform
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pope_eval.errors import ConfigError, require
-from pope_train.launch import TRAIN_SETS, check_data_file, check_same_schema, export_train_files
+from pope_eval.options import option
+from pope_eval.runinfo import LOCK_OWNER, RunLock, lock_run_dir
+from pope_train.data import check_data_file, check_inputs, check_same_schema, export_train_files
+from pope_train.recipes import RECIPES
 from pope_train.reward import compute_score_batch
 from pope_train.trl_metrics import MetricsWriter, batch_stats, plot_metrics, step_record
 
@@ -38,75 +41,26 @@ PAPER_SETTINGS: dict[str, Any] = {
     "epsilon": 0.2,
 }
 
-
-@dataclass(frozen=True)
-class TrlRecipe:
-    """One TRL training config: what it is and the GRPOConfig fields it changes from the paper's."""
-
-    summary: str
-    settings: Mapping[str, Any] = field(default_factory=dict)
-
-
-# The data each config trains on comes from launch.TRAIN_SETS (shared with verl).
-TRL_CONFIGS: dict[str, TrlRecipe] = {
-    "pope": TrlRecipe("POPE: 1:1 mix of unguided hard problems and their guided versions."),
-    "hard_only": TrlRecipe("Baseline: hard problems only, plain GRPO."),
-    "easy_hard_mix": TrlRecipe("Baseline: hard problems plus easy problems, plain GRPO."),
-    "pope_easy_hard": TrlRecipe("POPE mix plus easy problems."),
-    "clip_higher": TrlRecipe("Baseline: hard only with DAPO's clip-higher (upper clip bound 0.28).",
-                             {"epsilon": 0.2, "epsilon_high": 0.28}),
-    "entropy_bonus": TrlRecipe("Baseline: hard only with an entropy bonus (coefficient 0.001).",
-                               {"entropy_coef": 0.001}),
-}
-# verl configs TRL cannot run as the paper means them.
-TRL_UNSUPPORTED: dict[str, str] = {
-    "pass_at_k": "TRL has no pass@k advantage estimator (pope_train.advantages is a verl plug-in); "
-                 "run it with --backend verl",
-}
-
 DEFAULT_OUT = "pope-train-trl"
+RUN_LOCK = "pope-train run"  # what holds a run folder's lock (runinfo.lock_run_dir)
 
 
-def list_trl_configs() -> list[str]:
-    return sorted(TRL_CONFIGS)
+@dataclass(frozen=True, kw_only=True)
+class TrlOptions:
+    """The options of `pope-train run --backend trl` (beside the config, model and data)."""
 
-
-def _check_registry() -> None:
-    unknown = set(TRL_CONFIGS) - set(TRAIN_SETS)
-    if unknown:  # a programming error, caught by the tests: every config needs its data subsets
-        raise ConfigError(f"TRL configs {sorted(unknown)} have no entry in launch.TRAIN_SETS")
-
-
-@dataclass(frozen=True)
-class TrlConfig:
-    """Everything one TRL run needs; validated on construction (no file or model is read)."""
-
-    config: str
-    model: str
-    out_dir: str = DEFAULT_OUT
-    export_dir: str | None = None
-    train_files: tuple[str, ...] = ()
-    max_steps: int = 20
-    seed: int = 0
-    prompts_per_step: int = 2
-    num_generations: int = 8
-    max_completion_length: int = 512
-    learning_rate: float | None = None  # None: the recipe's (the paper's 1e-6)
-    temperature: float | None = None
-    save_steps: int = 10
+    out_dir: str = option(DEFAULT_OUT, "Run folder: metrics.jsonl, metrics.png, checkpoint-N/, "
+                          "final/.", flag="--out")
+    max_steps: int = option(20, "GRPO steps.")
+    seed: int = option(0, "Seed for sampling, shuffling and init.")
+    prompts_per_step: int = option(2, "Prompts per step, each with --num-generations rollouts.")
+    num_generations: int = option(8, "Rollouts per prompt (group size).")
+    max_completion_length: int = option(512, "Max generated tokens per rollout.")
+    learning_rate: float | None = option(None, "AdamW learning rate; default the config's (1e-6).")
+    temperature: float | None = option(None, "Sampling temperature; default the config's (1.0).")
+    save_steps: int = option(10, "Save a checkpoint every N steps.")
 
     def __post_init__(self) -> None:
-        _check_registry()
-        if self.config in TRL_UNSUPPORTED:
-            raise ConfigError(f"config: {self.config!r} is not available with --backend trl: "
-                              f"{TRL_UNSUPPORTED[self.config]}")
-        if self.config not in TRL_CONFIGS:
-            raise ConfigError(f"config: unknown TRL config {self.config!r}; choose one of "
-                              f"{', '.join(list_trl_configs())}")
-        if not self.model or not self.model.strip():
-            raise ConfigError("model: give a Hub id, a local model folder or 'smollm2-135m'")
-        if not self.train_files and not self.export_dir:
-            raise ConfigError("train_files: give --train PATH (repeatable) or --export OUT/export")
         if not self.out_dir or not str(self.out_dir).strip():
             raise ConfigError("out_dir: give --out DIR")
         for name in ("max_steps", "prompts_per_step", "max_completion_length", "save_steps"):
@@ -121,6 +75,20 @@ class TrlConfig:
             raise ConfigError(f"learning_rate: must be in (0, 1), got {self.learning_rate}")
         if self.temperature is not None and not 0 < self.temperature <= 5:
             raise ConfigError(f"temperature: must be in (0, 5], got {self.temperature}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrlConfig(TrlOptions):
+    """Everything one TRL run needs; validated on construction (no file or model is read)."""
+
+    config: str
+    model: str
+    export_dir: str | None = None
+    train_files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_inputs(self.config, "trl", self.model, self.train_files, self.export_dir)
+        super().__post_init__()
 
 
 @dataclass(frozen=True)
@@ -143,7 +111,7 @@ class TrlPlan:
 def _train_files(cfg: TrlConfig) -> list[str]:
     files = list(cfg.train_files)
     if cfg.export_dir:
-        files += export_train_files(Path(cfg.export_dir), cfg.config)
+        files += export_train_files(Path(cfg.export_dir), RECIPES[cfg.config])
     for path in files:
         check_data_file(path)
     check_same_schema(files, "train files")
@@ -160,7 +128,7 @@ def _hard_ids(cfg: TrlConfig, files: Sequence[str]) -> frozenset[str]:
     hard_files = set()
     if cfg.export_dir:
         export = Path(cfg.export_dir).resolve()
-        hard_files = {str(export / s / "train.parquet") for s in TRAIN_SETS[cfg.config]
+        hard_files = {str(export / s / "train.parquet") for s in RECIPES[cfg.config].subsets
                       if s in ("hard", "mix")}
     for path in files:
         infos = pq.read_table(path, columns=["extra_info"]).column("extra_info").to_pylist()
@@ -170,16 +138,26 @@ def _hard_ids(cfg: TrlConfig, files: Sequence[str]) -> frozenset[str]:
     return frozenset(hard)
 
 
-def _check_out_dir(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"out: {path} exists and is not a folder")
+def _refuse_finished_run(path: Path) -> None:
     if (path / "metrics.jsonl").exists():
         raise ConfigError(f"out: {path} already holds a run (metrics.jsonl); choose a new --out")
 
 
+def _check_out_dir(path: Path) -> None:
+    """--out can take this run: not a file, no run in progress there (named), none finished."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"out: {path} exists and is not a folder")
+    if (path / LOCK_OWNER).exists():
+        # A run holds (or held, and died) the folder's lock: taking it names a live holder and
+        # clears a dead one's owner file.
+        with RunLock(path, RUN_LOCK):
+            pass
+    _refuse_finished_run(path)
+
+
 def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool) -> dict[str, Any]:
     """GRPOConfig keyword arguments: the paper's settings, the recipe's, then the run's options."""
-    settings = {**PAPER_SETTINGS, **TRL_CONFIGS[cfg.config].settings}
+    settings = {**PAPER_SETTINGS, **RECIPES[cfg.config].settings("trl")}
     settings["num_generations"] = cfg.num_generations
     if cfg.learning_rate is not None:
         settings["learning_rate"] = cfg.learning_rate
@@ -300,15 +278,23 @@ def _versions() -> dict[str, str]:
 
 
 def train(plan: TrlPlan, progress: StepProgress | None = None) -> TrlResult:
-    """Run GRPO; write DIR/metrics.jsonl, DIR/metrics.png, DIR/checkpoint-N/ and DIR/final/."""
+    """Run GRPO holding the lock on DIR (`--out`) for the whole run, so a second run into DIR
+    fails at once naming this one; write DIR/metrics.jsonl, metrics.png, checkpoint-N/, final/."""
     require("trl", "trl")
+    cfg = plan.config
+    out = Path(cfg.out_dir)
+    with lock_run_dir(out, RUN_LOCK):
+        # Checked again under the lock: another run may have used the folder since the plan.
+        _refuse_finished_run(out)
+        return _train(plan, out, progress)
+
+
+def _train(plan: TrlPlan, out: Path, progress: StepProgress | None) -> TrlResult:
     import datasets
     from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     cfg = plan.config
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "run_config.json").write_text(
         json.dumps({**plan.describe(), "versions": _versions()}, indent=2) + "\n")
     dataset = datasets.load_dataset("parquet", data_files=list(plan.train_files), split="train")

@@ -10,14 +10,9 @@ import yaml
 from typer.testing import CliRunner
 
 from pope_eval.errors import ConfigError, DataError, MissingExtraError
-from pope_train.launch import (
-    LaunchConfig,
-    check_data_file,
-    check_same_schema,
-    list_configs,
-    plan_launch,
-    require_verl,
-)
+from pope_train.data import check_data_file, check_same_schema
+from pope_train.launch import LaunchConfig, plan_launch, require_verl
+from pope_train.recipes import RECIPES
 
 
 def test_launch_config_validation(export_dir):
@@ -64,14 +59,12 @@ def test_missing_verl_names_the_setup(tmp_path):
 
 @pytest.mark.parametrize("name", ["pope", "hard_only", "pope_easy_hard"])
 def test_plan_uses_the_configs_export_subsets(export_dir, tiny_model_dir, tmp_path, name):
-    from pope_train.launch import TRAIN_SETS
-
     plan = plan_launch(LaunchConfig(config=name, model=str(tiny_model_dir),
                                     export_dir=str(export_dir), work_dir=str(tmp_path),
                                     benchmarks=("aime2025",),
                                     overrides=("trainer.total_epochs=2",)))
     assert plan.train_files == tuple(str((export_dir / s / "train.parquet").resolve())
-                                     for s in TRAIN_SETS[name])
+                                     for s in RECIPES[name].subsets)
     sources = [pq.read_table(p, columns=["data_source"]).column(0).unique().to_pylist()
                for p in plan.val_files]
     assert sources == [["pope/hard"], ["pope/hard_guided"], ["aime2025"]]
@@ -91,7 +84,7 @@ def test_cli_configs_lists_every_config():
 
     result = CliRunner().invoke(app, ["configs"])
     assert result.exit_code == 0, result.output
-    for name in list_configs():
+    for name in RECIPES:
         assert name in result.output
 
 

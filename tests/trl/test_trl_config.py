@@ -5,9 +5,11 @@ Fast tests (no model is loaded); the real GRPO steps are in test_trl_train.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +17,14 @@ from pope_cli.train import app
 from typer.testing import CliRunner
 
 from pope_eval.errors import ConfigError, DataError
-from pope_train.launch import TRAIN_SETS, list_configs
+from pope_train.recipes import RECIPES
 from pope_train.trl_backend import (
     PAPER_SETTINGS,
-    TRL_CONFIGS,
-    TRL_UNSUPPORTED,
     PopeReward,
     TrlConfig,
     grpo_settings,
     plan_trl,
+    train,
 )
 from pope_train.trl_metrics import STEP_FIELDS, batch_stats, plot_metrics, step_record
 from tests.trl.conftest import make_export
@@ -31,14 +32,18 @@ from tests.trl.conftest import make_export
 runner = CliRunner()
 
 
-def test_every_verl_config_is_either_a_trl_config_or_refused_with_a_reason():
-    assert set(TRL_CONFIGS) | set(TRL_UNSUPPORTED) == set(list_configs())
-    assert not set(TRL_CONFIGS) & set(TRL_UNSUPPORTED)
-    assert set(TRL_CONFIGS) <= set(TRAIN_SETS)
-    assert {"pope", "hard_only", "easy_hard_mix", "clip_higher", "pope_easy_hard"} <= set(TRL_CONFIGS)
+TRL_RECIPES = [r.name for r in RECIPES.values() if r.supports("trl")]
 
 
-@pytest.mark.parametrize("name", sorted(TRL_CONFIGS))
+def test_every_recipe_either_runs_on_trl_or_says_why_not():
+    for r in RECIPES.values():
+        assert r.supports("trl") or r.why_not("trl")
+    assert {"pope", "hard_only", "easy_hard_mix", "clip_higher", "pope_easy_hard",
+            "entropy_bonus"} == set(TRL_RECIPES)
+    assert RECIPES["pass_at_k"].why_not("trl").startswith("TRL has no pass@k advantage estimator")
+
+
+@pytest.mark.parametrize("name", TRL_RECIPES)
 def test_grpo_settings_follow_the_paper(name, tmp_path):
     cfg = TrlConfig(config=name, model="smollm2-135m", export_dir=str(tmp_path))
     s = grpo_settings(cfg, str(tmp_path), on_gpu=False)
@@ -95,11 +100,47 @@ def test_plan_checks_the_export_and_the_out_folder(tmp_path, tiny_model_dir):
                            out_dir=str(tmp_path / "o2")))
 
 
+@contextlib.contextmanager
+def locked_by_another_process(out: Path) -> Iterator[int]:
+    """Hold the run lock on `out` in a second process (as a running `pope-train run` does);
+    yields its pid."""
+    code = ("import sys\nfrom pope_eval.runinfo import lock_run_dir\n"
+            "with lock_run_dir(sys.argv[1], 'pope-train run'):\n"
+            "    print('locked', flush=True)\n    sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc.pid
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+
+
+def test_a_second_run_into_the_same_out_fails_at_once_naming_the_holder(tmp_path, tiny_model_dir):
+    export = make_export(tmp_path / "data", hard=1, easy=0)
+    out = tmp_path / "run"
+    cfg = TrlConfig(config="pope", model=str(tiny_model_dir), export_dir=str(export),
+                    out_dir=str(out))
+    plan = plan_trl(cfg)  # planned before the other run took the folder
+    with locked_by_another_process(out) as pid:
+        with pytest.raises(ConfigError, match=f"{out} is in use by process {pid} "):
+            train(plan)
+        assert not (out / "run_config.json").exists() and not (out / "metrics.jsonl").exists()
+        with pytest.raises(ConfigError, match=f"in use by process {pid} "):
+            plan_trl(cfg)
+        res = runner.invoke(app, ["run", "pope", "--model", str(tiny_model_dir), "--backend", "trl",
+                                  "--export", str(export), "--out", str(out), "--dry-run"])
+        assert res.exit_code == 2 and f"process {pid}" in res.output
+    # The holder ended: the folder takes a run again.
+    assert plan_trl(cfg).config.out_dir == str(out)
+
+
 def test_plan_reads_the_config_subsets_and_tells_hard_from_easy(tmp_path, tiny_model_dir):
     export = make_export(tmp_path / "data", hard=2, easy=2)
     plan = plan_trl(TrlConfig(config="pope_easy_hard", model=str(tiny_model_dir),
                               export_dir=str(export), out_dir=str(tmp_path / "o")))
-    assert [Path(f).parent.name for f in plan.train_files] == list(TRAIN_SETS["pope_easy_hard"])
+    assert [Path(f).parent.name for f in plan.train_files] == ["mix", "easy"]
     assert plan.hard_ids == {"synthetic-s0-d1-00000", "synthetic-s0-d1-00001"}
     plan = plan_trl(TrlConfig(config="easy_hard_mix", model=str(tiny_model_dir),
                               export_dir=str(export), out_dir=str(tmp_path / "o")))

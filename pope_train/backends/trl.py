@@ -1,0 +1,61 @@
+"""The TRL backend: GRPO in-process on one machine (CPU included), via `pope_train.trl_backend`.
+
+Registered as `trl` in `pope_train.backends.BACKENDS`; its options are `trl_backend.TrlOptions`, its
+settings per recipe the GRPOConfig fields in `pope_train.recipes`. It takes no `key=value` overrides.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from pope_train import trl_backend
+from pope_train.backends.base import Outcome, Plan, Progress
+from pope_train.recipes import Recipe
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _step_line(record: dict[str, Any]) -> str:
+    """One line on a metrics.jsonl record: guided/unguided reward, solvability, entropy, length."""
+    return (f"reward guided {_fmt(record['reward_guided'])} "
+            f"unguided {_fmt(record['reward_unguided'])}  "
+            f"solvable {_fmt(record['solvable'])}  "
+            f"entropy {_fmt(record['entropy'])}  "
+            f"length {_fmt(record['response_length'])}")
+
+
+class TrlBackend:
+    name = "trl"
+    summary = "in-process, one machine, CPU included"
+    options = trl_backend.TrlOptions
+    overrides = None
+
+    def plan(self, recipe: Recipe, *, model: str, export: str | None,
+             train_files: tuple[str, ...], options: trl_backend.TrlOptions,
+             overrides: tuple[str, ...]) -> Plan:
+        detail = trl_backend.plan_trl(trl_backend.TrlConfig(
+            config=recipe.name, model=model, export_dir=export, train_files=train_files,
+            **asdict(options)))
+        lines = (("train", ", ".join(detail.train_files)), ("model", detail.model_path),
+                 ("out", detail.config.out_dir))
+        return Plan(backend=self.name, recipe=recipe.name, lines=lines,
+                    steps=detail.config.max_steps, detail=detail)
+
+    def dry_run(self, plan: Plan) -> str:
+        """The checked plan with its GRPOConfig fields, as JSON."""
+        return json.dumps(plan.detail.describe(), indent=2)
+
+    def train(self, plan: Plan, progress: Progress | None = None) -> Outcome:
+        def on_step(record: dict[str, Any], max_steps: int) -> None:
+            if progress is not None:
+                progress(record["step"], max_steps, _step_line(record))
+
+        result = trl_backend.train(plan.detail, progress=on_step)
+        lines = (f"{result.steps} steps; final model {result.final_model}",
+                 *(f"checkpoint: {c}" for c in result.checkpoints),
+                 f"metrics: {result.metrics}  plot: {result.plot}")
+        return Outcome(exit_code=0, lines=lines, result=result)
