@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("search-real-out"))
     ap.add_argument("--engine", default="transformers", help="transformers or vllm")
-    ap.add_argument("--limit", type=int, default=DEMO.limit)
+    ap.add_argument("--limit", type=int, default=DEMO.fingerprint()["limit"])
     ap.add_argument("--k", type=int, default=DEMO.k)
     ap.add_argument("--n", type=int, default=DEMO.n)
     ap.add_argument("--max-tokens", type=int, default=DEMO.sampling.max_tokens)

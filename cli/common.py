@@ -37,7 +37,8 @@ EXIT_INTERRUPTED = 130
 
 
 def setup_logging(verbose: bool) -> None:
-    """Log through the rich console: ours at WARNING, everything at DEBUG with -v.
+    """Log through the rich console: ours at WARNING, everything at DEBUG with -v (a library
+    that sets its own level on import keeps it).
 
     Without -v the libraries' own logs and progress bars (vLLM, transformers, huggingface_hub,
     datasets) are off, so only our progress lines and errors show. Libraries imported later
@@ -54,7 +55,7 @@ def setup_logging(verbose: bool) -> None:
         force=True,
     )
     for name in ("vllm", "transformers", "huggingface_hub", "datasets", "torch"):
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
     if verbose:
         return
     for key, value in (("VLLM_LOGGING_LEVEL", "ERROR"), ("TRANSFORMERS_VERBOSITY", "error"),

@@ -83,7 +83,7 @@ def merge_cmd(
     from pope_data.shards import merge
 
     with handle_errors():
-        counts = merge(shards, out)
+        counts = merge(shards, out, command=command_line())
     print_table("merged", ["config", "train", "validation"],
                 [[c, str(v["train"]), str(v["validation"])] for c, v in counts.items()])
 
@@ -99,16 +99,18 @@ def publish_cmd(
     dry_run: Annotated[Path | None, typer.Option("--dry-run", help="Write the upload folder here; upload nothing.")] = None,
     license: Annotated[str | None, typer.Option(help="Override the licence inherited from the source.")] = None,
     pretty_name: Annotated[str | None, typer.Option()] = None,
+    token_file: Annotated[Path | None, typer.Option(help="Read the Hub token from this file ('-': one line of standard input); default HF_TOKEN or the stored login.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Push hard / guided / mix / prefixes configs with a dataset card (token: HF_TOKEN or login)."""
     setup_logging(verbose)
-    from pope_data.hub import publish
+    from pope_data.hub import publish, read_token_file
 
     with handle_errors():
+        token = read_token_file(token_file) if token_file is not None else None
         result = publish(out_dir, repo, private=private, revision=revision, create_pr=create_pr,
                          overwrite=overwrite, dry_run_dir=dry_run, license=license,
-                         pretty_name=pretty_name)
+                         pretty_name=pretty_name, token=token)
     where = f"staged in {dry_run}" if dry_run else f"pushed to https://huggingface.co/datasets/{repo}"
     info_line(f"{len(result.files)} files {where}")
 

@@ -6,6 +6,8 @@ before anything is written or generated, and a rerun with the same folder resume
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -15,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from pope_data.config import BuildConfig
-from pope_data.cost import CostPlan, plan_cost
+from pope_data.cost import STAGES, CostPlan, plan_cost
 from pope_data.export import PREFIX_SCHEMA, PrefixChoice, write_export, write_table
 from pope_data.journal import Journal
 from pope_data.oracle import solve
@@ -24,21 +26,27 @@ from pope_data.report import write_report
 from pope_data.search import make_strategy
 from pope_data.segments import Segmentation, fallback_prefix, segment
 from pope_data.service import SearchService, SearchTask, ServiceProgress
-from pope_data.shards import in_shard, parse_shard
-from pope_data.sources import load_problems
+from pope_data.shards import parse_shard
+from pope_data.sources import Loaded, SourceSpec, get_source, load_problems
 from pope_eval.datafiles import Quarantine
 from pope_eval.engines import Engine, LazyEngine
 from pope_eval.errors import DataError, PopeError
-from pope_eval.runinfo import open_run_dir, write_json_atomic
+from pope_eval.runinfo import RUN_CONFIG, lock_run_dir, open_run_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[ServiceProgress], None]
 PlanFn = Callable[[CostPlan], None]
 
+JOURNAL = "journal.sqlite"
+SUMMARY = "summary.json"  # written last: its presence marks a finished build or merge
+
 
 @dataclass
 class BuildSummary:
+    """What a build (or a merge of shard builds) produced; summary.json. `plan` is the bill with
+    the row counts; `replayed` the probes taken from the journal instead of generated."""
+
     out: str
     problems: int
     quarantined: int
@@ -51,21 +59,49 @@ class BuildSummary:
     oracle_unsolved: int
     tokens: dict[str, int]
     counts: dict[str, dict[str, int]]
-    planned_tokens: dict[str, int] = field(default_factory=dict)
+    plan: CostPlan
     decontam_not_checked: dict[str, str] = field(default_factory=dict)
     finish_reasons: dict[str, int] = field(default_factory=dict)
+    replayed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BuildSummary:
+        return cls(**{**d, "plan": CostPlan.from_dict(d["plan"])})
+
+    @classmethod
+    def combined(cls, parts: list[BuildSummary], *, out: str, quarantined: int,
+                 counts: dict[str, dict[str, int]]) -> BuildSummary:
+        """The summary of one build from those of its `--shard i/N` parts (`quarantined`: rows
+        of the merged quarantine, where every shard lists the same unreadable rows)."""
+        def total(name: str) -> int:
+            return sum(getattr(p, name) for p in parts)
+
+        reasons: dict[str, int] = {}
+        for p in parts:
+            for reason, n in p.finish_reasons.items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        return cls(
+            out=out, problems=total("problems"), quarantined=quarantined,
+            decontaminated=total("decontaminated"), hard=total("hard"), easy=total("easy"),
+            guided=total("guided"), fallback=total("fallback"), no_solution=total("no_solution"),
+            oracle_unsolved=total("oracle_unsolved"),
+            tokens={stage: sum(p.tokens[stage] for p in parts) for stage in STAGES},
+            counts=counts, plan=CostPlan.combined([p.plan for p in parts]),
+            decontam_not_checked={k: v for p in parts for k, v in p.decontam_not_checked.items()},
+            finish_reasons=reasons, replayed=total("replayed"))
 
 
 @dataclass
 class Inputs:
     """Everything checked before the first write: problems, their segmentations, what was
-    quarantined and what decontamination removed."""
+    quarantined and what decontamination removed, and where every source row went."""
 
     problems: list[Problem]
     quarantine: Quarantine
     segmentations: dict[str, Segmentation]
     decontam: Any  # pope_data.decontam.DecontamResult
     decontam_not_checked: dict[str, str]
+    loaded: Loaded
     tokenizer: Any = None  # the model's, when loaded (token segments, prompt lengths)
     revision: dict[str, str] = field(default_factory=dict)  # source dataset and its digest
 
@@ -73,114 +109,159 @@ class Inputs:
 def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
               engine: Engine | None = None, oracle_engine: Engine | None = None,
               command: str | None = None, on_plan: PlanFn | None = None) -> BuildSummary:
-    """Run (or resume) a build; `on_plan` gets the cost plan before any token is generated."""
-    inputs = check_inputs(config, inspect=engine is None or config.segmenter == "tokens")
-    out = open_run_dir(config.out, config.fingerprint(), command=command,
-                       has_results=_journal_has_probes)
-    plan = write_inputs(out, config, inputs)
-    if on_plan:
-        on_plan(plan)
+    """Run (or resume) a build; `on_plan` gets the cost plan before any token is generated.
+    The output folder is locked for the whole run: a second run into it fails at once, naming
+    the process that holds it."""
+    with contextlib.ExitStack() as stack:
+        # An existing folder is locked before the checks, so that a second run fails at once;
+        # a new one is made (and locked) only once the checks passed: they write nothing.
+        existing = Path(config.out).is_dir()
+        if existing:
+            stack.enter_context(lock_run_dir(config.out, "pope-data build"))
+        inputs = check_inputs(config, inspect=engine is None or config.segmenter == "tokens")
+        if not existing:
+            stack.enter_context(lock_run_dir(config.out, "pope-data build"))
+        return _build(config, inputs, progress=progress, engine=engine,
+                      oracle_engine=oracle_engine, command=command, on_plan=on_plan)
 
-    journal = Journal.open(out / "journal.sqlite", config.fingerprint())
-    eng = engine if engine is not None else LazyEngine(config.engine)
-    service = SearchService(eng, journal, sampling=config.sampling,
-                            samples_per_batch=config.samples_per_batch,
-                            grading_timeout=config.grading_timeout, progress=progress,
-                            retention=config.retention)
+
+def _build(config: BuildConfig, inputs: Inputs, *, progress: ProgressFn | None,
+           engine: Engine | None, oracle_engine: Engine | None, command: str | None,
+           on_plan: PlanFn | None) -> BuildSummary:
+    out = open_run_dir(config.out, config.fingerprint(), command=command,
+                       has_results=lambda folder: Journal.has_probes(folder / JOURNAL))
+    (out / SUMMARY).unlink(missing_ok=True)
+    remove_partial_writes(out)
+    journal = Journal.open(out / JOURNAL, config.fingerprint())
     try:
-        hard, easy = curate_stage(config, service, inputs.problems, out)
-        hard, unsolved = solve_stage(config, service, hard, oracle_engine, progress)
-        choices, no_solution = prefix_stage(config, service, hard, inputs, out)
+        plan = write_inputs(out, config, inputs, replayed=journal.count())
+        if on_plan:
+            on_plan(plan)
+        eng = engine if engine is not None else LazyEngine(config.engine)
+        service = SearchService(eng, journal, sampling=config.sampling,
+                                samples_per_batch=config.samples_per_batch,
+                                grading_timeout=config.grading_timeout, progress=progress,
+                                retention=config.retention)
+        try:
+            hard, easy = curate_stage(config, service, inputs.problems, out)
+            hard, unsolved = solve_stage(config, service, hard, oracle_engine, progress)
+            choices, no_solution = prefix_stage(config, service, hard, inputs, out)
+        finally:
+            if engine is None:
+                eng.close()
+        counts = write_export(out, hard, choices, easy=easy,
+                              validation_fraction=config.validation_fraction, seed=config.seed,
+                              provenance=provenance(config, inputs),
+                              solution_sources=solution_sources(config, inputs.problems, hard))
+        summary = BuildSummary(
+            out=str(out), problems=len(inputs.problems), quarantined=len(inputs.quarantine),
+            decontaminated=len(inputs.decontam.removed), hard=len(hard), easy=len(easy),
+            guided=len(choices), fallback=sum(c.fallback for c in choices.values()),
+            no_solution=len(no_solution), oracle_unsolved=len(unsolved),
+            tokens={stage: journal.tokens(stage) for stage in STAGES},
+            counts=counts, plan=plan, decontam_not_checked=inputs.decontam_not_checked,
+            finish_reasons=journal.finish_reasons(), replayed=plan.replayed)
     finally:
-        if engine is None:
-            eng.close()
-    counts = write_export(out, hard, choices, easy=easy,
-                          validation_fraction=config.validation_fraction, seed=config.seed,
-                          provenance=provenance(config, inputs),
-                          solution_sources=solution_sources(config, inputs.problems, hard))
-    summary = BuildSummary(
-        out=str(out), problems=len(inputs.problems), quarantined=len(inputs.quarantine),
-        decontaminated=len(inputs.decontam.removed), hard=len(hard), easy=len(easy),
-        guided=len(choices), fallback=sum(c.fallback for c in choices.values()),
-        no_solution=len(no_solution), oracle_unsolved=len(unsolved),
-        tokens={stage: journal.tokens(stage) for stage in ("curate", "solve", "prefix")},
-        counts=counts, planned_tokens=dict(plan.upper_tokens),
-        decontam_not_checked=inputs.decontam_not_checked,
-        finish_reasons=journal.finish_reasons())
-    journal.close()
-    write_report(out, config, summary, list(choices.values()), plan)
-    write_json_atomic(out / "summary.json", asdict(summary))
+        journal.close()
+    finish(out, summary, list(choices.values()))
     return summary
+
+
+def finish(out: Path, summary: BuildSummary, choices: list[PrefixChoice]) -> None:
+    """The last writes of a build or a merge: report.md and prefix_fraction.png from the run
+    config recorded in the folder, then summary.json, whose presence marks the folder finished."""
+    run = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+    write_report(out, run, summary, choices)
+    write_json_atomic(out / SUMMARY, asdict(summary))
+
+
+def remove_partial_writes(out: Path) -> None:
+    """Delete the temporary files a killed run left behind (`pope_eval.runinfo.atomic_path`
+    names them .NAME.PID.tmp). Called with the folder locked, so no live writer owns one."""
+    for tmp in out.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 # -- before anything is written ---------------------------------------------------------------
 def check_inputs(config: BuildConfig, *, inspect: bool) -> Inputs:
-    """Load and check every input; writes nothing. Rows that cannot be used are quarantined:
-    unreadable rows (by the loader), gold answers math-verify cannot read, prompts that do not fit
-    the model's context with --max-tokens, solutions the segmenter cannot cut."""
+    """Load and check every input; writes nothing. Rows that cannot be used are quarantined
+    with their source row: unreadable rows (by the loader), gold answers math-verify cannot
+    read, prompts that do not fit the model's context with --max-tokens. An empty result is an
+    error, unless --shard gave the rows to the other shards (an empty shard is a valid build)."""
     from pope_eval.grading import bad_golds
 
     quarantine = Quarantine()
     revision: dict[str, str] = {}
+    loaded = Loaded()
+    spec = get_source(config.source)
     problems = load_problems(
         config.source, path=config.path, hub_id=config.hub_id, columns=config.columns,
         limit=config.limit, seed=config.seed, quarantine=quarantine,
         difficulty=(None if config.difficulty_min is None and config.difficulty_max is None
                     else (config.difficulty_min, config.difficulty_max)),
-        domain=config.domain, synthetic_difficulty=config.synthetic_difficulty,
-        revision=revision,
+        domain=config.domain, options=spec.generator_options(config),
+        shard=parse_shard(config.shard), revision=revision, loaded=loaded,
     )
-    shard = parse_shard(config.shard)
-    problems = [p for p in problems if in_shard(p.id, shard)]
     origin = config.path or config.hub_id or config.source
-    for i in reversed(bad_golds([p.answer for p in problems], timeout=config.grading_timeout)):
-        quarantine.add(origin, None, f"{problems[i].id}: answer {problems[i].answer!r} cannot be "
-                       "parsed by math-verify (the problem would pass for hard)")
-        del problems[i]
+    bad = set(bad_golds([p.answer for p in problems], timeout=config.grading_timeout)
+              if problems else ())
+    for i in sorted(bad):
+        loaded.reject(quarantine, origin, problems[i].id,
+                      f"{problems[i].id}: answer {problems[i].answer!r} cannot be parsed by "
+                      "math-verify (the problem would pass for hard)")
+    problems = [p for i, p in enumerate(problems) if i not in bad]
     tokenizer = context = None
     if inspect:
         from pope_eval.models import inspect_model
 
         tokenizer, context = inspect_model(config.engine)
     if tokenizer is not None and context:
-        problems = _drop_too_long(config, problems, tokenizer, context, quarantine, origin)
-    problems, decontam, not_checked = _decontaminate(config, problems)
+        problems = _drop_too_long(config, problems, tokenizer, context, quarantine, origin,
+                                  loaded)
+    problems, decontam, not_checked = _decontaminate(config, spec, problems)
+    loaded.counts.decontaminated += len(decontam.removed)
+    loaded.counts.kept -= len(decontam.removed)
     if not problems:
-        reasons = "; ".join(f"row {e['row']}: {e['reason']}" if e["row"] else e["reason"]
-                            for e in quarantine.entries[:3])
-        raise DataError(f"no usable problems from {origin}: {len(quarantine)} rows quarantined, "
-                        f"{len(decontam.removed)} removed by decontamination"
-                        + (f" (first: {reasons})" if reasons else ""))
+        if not loaded.counts.other_shards:
+            reasons = "; ".join(f"row {e['row']}: {e['reason']}" if e["row"] else e["reason"]
+                                for e in quarantine.entries[:3])
+            raise DataError(f"no usable problems from {origin}: {loaded.counts.describe()}"
+                            + (f" (first: {reasons})" if reasons else ""))
+        log.warning("shard %s of %s has no problems (rows: %s); it exports empty tables, which "
+                    "pope-data merge joins with the other shards", config.shard, origin,
+                    loaded.counts.describe())
     segmentations = {}
     for p in problems:
         if p.solution:
             segmentations[p.id] = segment(p.solution, config.segmenter, tokenizer=tokenizer,
                                           chunk_tokens=config.segment_tokens)
-    return Inputs(problems, quarantine, segmentations, decontam, not_checked, tokenizer,
+    return Inputs(problems, quarantine, segmentations, decontam, not_checked, loaded, tokenizer,
                   revision)
 
 
 def _drop_too_long(config: BuildConfig, problems: list[Problem], tokenizer: Any, context: int,
-                   quarantine: Quarantine, origin: str) -> list[Problem]:
+                   quarantine: Quarantine, origin: str, loaded: Loaded) -> list[Problem]:
     from pope_eval.prompts import check_prompt_lengths, guided_messages
 
     # The longest prompt a problem can get: guided with its whole solution.
     convs = [guided_messages(p.problem, p.solution or "") for p in problems]
     over = dict(check_prompt_lengths(convs, tokenizer, config.sampling.max_tokens, context))
-    for i in sorted(over, reverse=True):
-        quarantine.add(origin, None, f"{problems[i].id}: prompt is {over[i]} tokens (with its "
-                       f"solution as guidance); with --max-tokens {config.sampling.max_tokens} it "
-                       f"exceeds the model's context of {context} tokens")
+    for i in sorted(over):
+        loaded.reject(quarantine, origin, problems[i].id,
+                      f"{problems[i].id}: prompt is {over[i]} tokens (with its solution as "
+                      f"guidance); with --max-tokens {config.sampling.max_tokens} it exceeds the "
+                      f"model's context of {context} tokens")
     return [p for i, p in enumerate(problems) if i not in over]
 
 
-def _decontaminate(config: BuildConfig, problems: list[Problem]):
+def _decontaminate(config: BuildConfig, spec: SourceSpec, problems: list[Problem]):
     """(kept problems, DecontamResult, not-checked reasons by eval set)."""
     from pope_data.decontam import DecontamResult, decontaminate, load_eval_sets
 
-    if not config.decontaminate or config.source == "synthetic":
+    if not config.decontaminate or not spec.can_overlap_eval_sets:
         reason = ("disabled (--no-decontaminate)" if not config.decontaminate
-                  else "synthetic problems are generated here; they cannot overlap eval sets")
+                  else f"{config.source} problems are generated here; they cannot overlap eval "
+                       "sets")
         return problems, DecontamResult(kept=problems, removed=[]), {
             name: reason for name in config.decontam_against}
     eval_sets, not_checked = load_eval_sets(config.decontam_against)
@@ -189,21 +270,10 @@ def _decontaminate(config: BuildConfig, problems: list[Problem]):
     return result.kept, result, not_checked
 
 
-def _journal_has_probes(out: Path) -> bool:
-    path = out / "journal.sqlite"
-    if not path.exists():
-        return False
-    import sqlite3
-
-    try:
-        with sqlite3.connect(path) as db:
-            return db.execute("SELECT COUNT(*) FROM probes").fetchone()[0] > 0
-    except sqlite3.DatabaseError:
-        return True  # unreadable: never overwrite what may be someone's results
-
-
-def write_inputs(out: Path, config: BuildConfig, inputs: Inputs) -> CostPlan:
-    """quarantine.jsonl, problems.parquet, decontamination.json; returns the cost plan."""
+def write_inputs(out: Path, config: BuildConfig, inputs: Inputs, *,
+                 replayed: int = 0) -> CostPlan:
+    """quarantine.jsonl, problems.parquet, decontamination.json; returns the cost plan
+    (`replayed`: probes already in the journal)."""
     from pope_data.decontam import write_decontamination
 
     inputs.quarantine.write(out / "quarantine.jsonl")
@@ -213,7 +283,8 @@ def write_inputs(out: Path, config: BuildConfig, inputs: Inputs) -> CostPlan:
     candidates = [_top(config, inputs.segmentations[p.id]) if p.id in inputs.segmentations
                   else 0 for p in inputs.problems]
     unsolved = sum(1 for p in inputs.problems if not p.solution)
-    return plan_cost(config, len(inputs.problems), candidates, unsolved)
+    return plan_cost(config, len(inputs.problems), candidates, unsolved,
+                     rows=inputs.loaded.counts, replayed=replayed)
 
 
 def _top(config: BuildConfig, seg: Segmentation) -> int:
@@ -242,9 +313,7 @@ def provenance(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
 def solution_sources(config: BuildConfig, loaded: list[Problem],
                      hard: list[Problem]) -> dict[str, str]:
     """Who wrote each problem's solution: the source's authors, or the oracle model."""
-    from pope_data.sources import source_spec
-
-    origin = source_spec(config.source).solution_origin
+    origin = get_source(config.source).solution_origin
     had = {p.id for p in loaded if p.solution}
     oracle = f"model:{(config.oracle or config.engine).model}"
     return {p.id: (origin if p.id in had else oracle if p.solution else "none")

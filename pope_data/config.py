@@ -5,9 +5,10 @@ The CLI builds exactly one; `run_build` records its fingerprint in run_config.js
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from pope_data.decontam import DEFAULT_EVAL_SETS
 from pope_data.search import (
     CURATE_SCHEDULES,
     DEFAULT_CURATE_SCHEDULE,
@@ -18,9 +19,10 @@ from pope_data.search import (
 )
 from pope_data.segments import MODES
 from pope_data.shards import parse_shard
+from pope_data.sources import SOURCES, get_source, source_names
 from pope_eval.engines import EngineConfig, Sampling
 from pope_eval.errors import ConfigError
-from pope_eval.options import option
+from pope_eval.options import flag_of, operational_fields, option
 
 # The offline demo's sampling (bench/RESULTS.md, "Default demo"): the bundled 135M model states
 # the answer of a guided prompt in its first sentence or not at all, so 128 tokens lose few
@@ -30,11 +32,10 @@ DEMO_SAMPLING = Sampling(max_tokens=128, temperature=0.5, top_p=0.95, seed=0)
 RETENTION = ("all", "correct", "none")
 
 
-def source_names() -> list[str]:
-    """Choices for --source: the registered loaders and the offline generator."""
-    from pope_data.sources import SOURCES
-
-    return ["synthetic", *SOURCES]
+def _limit_help() -> str:
+    made = "; ".join(f"{name}: how many to make, default {spec.default_limit}"
+                     for name, spec in SOURCES.items() if spec.generate is not None)
+    return f"Problems to take after --shard and the filters (default: every row; {made})."
 
 
 @dataclass(frozen=True)
@@ -42,55 +43,68 @@ class BuildConfig:
     """Everything `pope-data build` decides; recorded in run_config.json and checked on resume.
 
     Defaults are the offline demo: synthetic problems, the bundled tiny model, short rollouts
-    (minutes on a 2-core CPU). For the paper's setup use k=128, n=8 and long rollouts.
+    (minutes on a 2-core CPU). For the paper's setup use k=128, n=8 and long rollouts. Each field
+    carries its --help text and flag (`pope_eval.options.option`).
     """
 
-    out: str = "pope-out"
-    source: str = "synthetic"
-    path: str | None = None
-    hub_id: str | None = None
-    columns: str | None = None
-    limit: int | None = 16
-    difficulty_min: float | None = None
-    difficulty_max: float | None = None
-    domain: str | None = None
-    synthetic_difficulty: int = 2
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    sampling: Sampling = DEMO_SAMPLING
-    k: int = 4  # unguided samples per problem for the hard set (paper: 128)
+    out: str = option("pope-out", "Output folder (re-running with it resumes).",
+                      operational=True)
+    source: str = option("synthetic", lambda: f"One of {', '.join(source_names())}.")
+    path: str | None = option(None, "Local jsonl/json/parquet file for the source.")
+    hub_id: str | None = option(None, "Hub dataset id (overrides the source's).")
+    columns: str | None = option(None, "Column mapping, e.g. 'problem=question,answer=final'.")
+    limit: int | None = option(None, _limit_help)
+    difficulty_min: float | None = option(None, "Keep problems of at least this difficulty.")
+    difficulty_max: float | None = option(None, "Keep problems of at most this difficulty.")
+    domain: str | None = option(None, "Keep problems whose domain contains this.")
+    synthetic_difficulty: int = option(2, "synthetic source: difficulty 1-5.")
+    engine: EngineConfig = option(help="The model that is searched with, and its engine.",
+                                  default_factory=EngineConfig)
+    sampling: Sampling = option(DEMO_SAMPLING, "How every sample is drawn (--max-tokens, "
+                                "--temperature, --top-p, --seed).")
+    k: int = option(4, "Unguided samples per problem for the hard set.")  # paper: 128
     # Curation draws the k samples in waves and stops a problem at its first correct sample;
     # "all" draws all k (exact pass rates, e.g. for an easy set by pass-rate band).
-    curate_schedule: str = DEFAULT_CURATE_SCHEDULE
-    curate_wave: int = DEFAULT_CURATE_WAVE_SIZE
-    n: int = 8  # samples per probed prefix (the group size of the training rollouts)
-    wave_size: int | None = DEFAULT_WAVE_SIZE
-    strategy: str = DEFAULT_STRATEGY
-    segmenter: str = "steps"
-    segment_tokens: int = 64  # tokens per segment for --segmenter tokens
-    include_full_solution: bool = False  # the complete solution is not guidance
-    validation_fraction: float = 0.1
-    shard: str | None = None
+    curate_schedule: str = option(DEFAULT_CURATE_SCHEDULE, "Curation waves: " + "; ".join(
+        f"{k}: {v}" for k, v in CURATE_SCHEDULES.items()) + ".")
+    curate_wave: int = option(DEFAULT_CURATE_WAVE_SIZE,
+                              "Curation: the fixed wave, or the cap of growing waves.")
+    # n is the group size of the training rollouts.
+    n: int = option(8, "Samples per probed prefix.")
+    wave_size: int | None = option(DEFAULT_WAVE_SIZE, "Samples per wave in sequential strategies.")
+    strategy: str = option(DEFAULT_STRATEGY, lambda: f"One of {', '.join(strategy_names())}.")
+    segmenter: str = option("steps", f"One of {', '.join(MODES)}.")
+    segment_tokens: int = option(64, "--segmenter tokens: tokens per segment.")
+    include_full_solution: bool = option(False, "Also probe the complete solution as a prefix "
+                                         "(it is the answer, not guidance).")
+    validation_fraction: float = option(0.1, "Share of the problems in the validation split.")
+    shard: str | None = option(None, "I/N: this machine's share of the problems.")
     samples_per_batch: int = option(256, "Samples per engine call.", flag="--batch-samples",
                                     operational=True)
-    grading_timeout: float = 5.0
+    grading_timeout: float = option(5.0, "Seconds math-verify may spend on one sample.")
     # Which sample texts the journal keeps: all, correct (default: the evidence for every
     # success, ~10x smaller than all at the paper's scale, see bench/RESULTS.md), none.
-    retention: str = "correct"
-    # Drop training problems that overlap the evaluation sets (names or files). Synthetic
-    # problems are generated here and cannot overlap them: the step is skipped for them.
-    decontaminate: bool = True
-    decontam_against: tuple[str, ...] = ("aime2025", "hmmt_feb_2025")
-    decontam_ngram: int = 8
-    decontam_threshold: float = 0.5
+    retention: str = option("correct", f"Sample texts the journal keeps: {', '.join(RETENTION)}.",
+                            operational=True)
+    # Drop training problems that overlap the evaluation sets (names or files). A source whose
+    # problems are made here cannot overlap them: the step is skipped for it.
+    decontaminate: bool = option(True, "Drop problems overlapping the eval sets.")
+    decontam_against: tuple[str, ...] = option(
+        DEFAULT_EVAL_SETS, "Eval set name or file (repeat); default "
+        f"{' + '.join(DEFAULT_EVAL_SETS)}.")
+    decontam_ngram: int = option(8, "Word n-gram length of the overlap check.")
+    decontam_threshold: float = option(
+        0.5, "Share of a problem's n-grams found in one eval item that removes it.")
     # Oracle solutions for hard problems without one (answer-only sources such as DAPO).
-    solve: bool = False
+    solve: bool = option(False, "Have an oracle model write solutions for hard problems without "
+                         "one (DAPO).", flag="--solve")
     # The stronger model; None = the base model's engine. Its other engine options (seed,
     # timeouts, Ray) are the base engine's.
     oracle: EngineConfig | None = option(None, "Oracle model (--oracle-model, default: --model).",
                                          prefix="oracle-", only=("engine", "model", "endpoints"),
                                          none_unless="model", inherit="engine")
-    solve_n: int = 4
-    solve_max_tokens: int = 4096
+    solve_n: int = option(4, "Oracle attempts per problem.")
+    solve_max_tokens: int = option(4096, "Max tokens of one oracle solution.")
 
     def __post_init__(self) -> None:
         for name in ("k", "n", "samples_per_batch", "solve_n", "solve_max_tokens",
@@ -109,11 +123,9 @@ class BuildConfig:
             raise ConfigError("--temperature: the search samples, so it needs temperature > 0")
         if self.grading_timeout <= 0:
             raise ConfigError(f"grading_timeout: must be > 0, got {self.grading_timeout}")
-        if self.source not in source_names():
-            raise ConfigError(f"--source: unknown {self.source!r}; choose one of "
-                              f"{', '.join(source_names())}")
-        if self.source == "generic" and not (self.path or self.hub_id):
-            raise ConfigError("--path: the generic source needs --path FILE or --hub-id ID")
+        spec = get_source(self.source)
+        if spec.generate is None and spec.hub_id is None and not (self.path or self.hub_id):
+            raise ConfigError(f"--path: the {self.source} source needs --path FILE or --hub-id ID")
         if self.strategy not in strategy_names():
             raise ConfigError(f"--strategy: unknown {self.strategy!r}; choose one of "
                               f"{', '.join(strategy_names())}")
@@ -145,19 +157,21 @@ class BuildConfig:
         return self.sampling.seed
 
     def fingerprint(self) -> dict[str, Any]:
-        """The fields that decide results (resume is refused when one changes)."""
+        """The fields that decide results (resume is refused when one changes); the operational
+        ones (how work is batched or how much text is kept, never what is sampled) are left out."""
         d = asdict(self)
         d["engine"] = self.engine.fingerprint()
         d["sampling"] = self.sampling.to_dict()
         d["decontam_against"] = list(self.decontam_against)
+        # The limit in effect: a generator's default count is recorded as if given.
+        d["limit"] = self.limit if self.limit is not None else get_source(self.source).default_limit
         if self.oracle is not None:
             d["oracle"] = self.oracle.fingerprint()
-        # Operational: how work is batched or how much text is kept, never what is sampled.
-        for key in ("out", "samples_per_batch", "retention"):
+        for key in operational_fields(BuildConfig):
             d.pop(key)
         return d
 
 
 def _option(name: str) -> str:
     """The command-line option of a BuildConfig field."""
-    return {"samples_per_batch": "--batch-samples"}.get(name, "--" + name.replace("_", "-"))
+    return flag_of(next(f for f in fields(BuildConfig) if f.name == name))

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from pope_data.records import Problem
+from pope_eval.benchmarks import default_benchmarks
 from pope_eval.errors import ConfigError, PopeError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EVAL_SETS = ("aime2025", "hmmt_feb_2025")
+# The evaluation sets training data is checked against (pope_eval.benchmarks.default_benchmarks).
+DEFAULT_EVAL_SETS: tuple[str, ...] = default_benchmarks()
 DECONTAMINATION_FILE = "decontamination.json"
 
 # LaTeX that changes spacing or sizing but not content: \, \; \: \! "\ " ~ \left \right, and

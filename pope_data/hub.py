@@ -61,6 +61,8 @@ def stage(out_dir: str | Path, dest: str | Path, *, repo_id: str | None = None,
     replaced); anything else there is refused rather than mixed into the upload.
     """
     dest = Path(dest)
+    out = Path(out_dir)
+    files = published_files(out)  # a folder that is not a finished build fails before any write
     if dest.exists():
         if not dest.is_dir():
             raise ConfigError(f"dry-run folder {dest}: exists and is not a folder")
@@ -71,9 +73,20 @@ def stage(out_dir: str | Path, dest: str | Path, *, repo_id: str | None = None,
         shutil.rmtree(dest / "data", ignore_errors=True)
         for name in ("README.md", IMAGE):
             (dest / name).unlink(missing_ok=True)
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
-    out = Path(out_dir)
-    files = published_files(out)
+    try:
+        return _stage(out, dest, files, repo_id=repo_id, license=license,
+                      pretty_name=pretty_name, secret=secret)
+    except BaseException:
+        if created:  # a failed staging leaves no folder behind
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _stage(out: Path, dest: Path, files: dict[str, dict[str, Path]], *, repo_id: str | None,
+           license: str | None, pretty_name: str | None,
+           secret: str | None) -> tuple[list[str], dict[str, tuple[str, ...]]]:
     written: list[str] = []
     for config, splits in files.items():
         for split, src in splits.items():
@@ -100,9 +113,24 @@ def resolve_token(token: str | None) -> str:
     hub = require("huggingface_hub", "core")
     found = hub.get_token()  # reads HF_TOKEN, then the stored login
     if not found:
-        raise ConfigError("no Hugging Face token: pass --token, set HF_TOKEN, or run "
-                          "`hf auth login`")
+        raise ConfigError("no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass "
+                          "--token-file FILE")
     return found
+
+
+def read_token_file(path: str | Path) -> str:
+    """The token in a file (`-`: one line of standard input), never echoed or logged."""
+    import sys
+
+    try:
+        raw = sys.stdin.readline() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--token-file {path}: cannot read it "
+                          f"({getattr(exc, 'strerror', None) or exc})") from None
+    token = raw.strip()
+    if not token or len(token.split()) != 1:
+        raise ConfigError(f"--token-file {path}: expected one token on one line")
+    return token
 
 
 def publish(

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -97,6 +98,20 @@ class Journal:
                     f"{p} was written with another configuration; resume with the same options "
                     "or use a new output folder. Changed: " + "; ".join(diffs))
         return cls(conn, p)
+
+    @staticmethod
+    def has_probes(path: str | Path) -> bool:
+        """Whether the journal at `path` holds a finished probe, read without changing it. An
+        unreadable file counts as holding some: what may be someone's results is never replaced."""
+        p = Path(path)
+        if not p.exists():
+            return False
+        try:
+            with contextlib.closing(sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro",
+                                                    uri=True)) as conn:
+                return conn.execute("SELECT COUNT(*) FROM probes").fetchone()[0] > 0
+        except sqlite3.DatabaseError:
+            return True
 
     def record_many(self, rows: Iterable[ProbeRow]) -> int:
         """Append a batch atomically; a probe already recorded is an error (never twice)."""

@@ -75,3 +75,52 @@ class SearchResult:
     probes: int
     samples: int
     tokens: int
+
+
+@dataclass
+class RowCounts:
+    """Where every row of a source went: `read` is the sum of all the other fields.
+
+    Counted by `pope_data.sources.load_problems` (read to over_limit) and the build's later checks
+    (rejected, decontaminated); printed in the bill and kept in summary.json.
+    """
+
+    read: int = 0  # rows read from the source (made, for a generator source)
+    unreadable: int = 0  # quarantined as read: not an object, a missing or bad field, a repeated id
+    duplicates: int = 0  # repeats of a problem, dropped by a deduplicating source
+    other_shards: int = 0  # left out by --shard
+    filtered: int = 0  # left out by --difficulty-min / --difficulty-max / --domain
+    over_limit: int = 0  # left out by --limit
+    rejected: int = 0  # quarantined by the later checks (gold answer, prompt length)
+    decontaminated: int = 0  # removed for overlapping an evaluation set
+    kept: int = 0
+
+    @property
+    def quarantined(self) -> int:
+        return self.unreadable + self.rejected
+
+    def describe(self) -> str:
+        """One line: read, quarantined, left out by --shard and --limit, kept (and the other
+        causes when they took any row)."""
+        parts = [f"{self.read} read", f"{self.quarantined} quarantined (quarantine.jsonl)"]
+        if self.duplicates:
+            parts.append(f"{self.duplicates} duplicates")
+        parts.append(f"{self.other_shards} left out by --shard")
+        if self.filtered:
+            parts.append(f"{self.filtered} left out by the difficulty/domain filters")
+        parts.append(f"{self.over_limit} left out by --limit")
+        if self.decontaminated:
+            parts.append(f"{self.decontaminated} removed by decontamination")
+        return ", ".join(parts) + f"; {self.kept} kept"
+
+    @classmethod
+    def merged(cls, shards: list[RowCounts]) -> RowCounts:
+        """The counts of one build from those of its `--shard i/N` parts: every shard reads the
+        same rows and quarantines the same unreadable ones; the rest is split between them."""
+        first = shards[0]
+        total = cls(read=first.read, unreadable=first.unreadable, duplicates=first.duplicates)
+        for name in ("filtered", "over_limit", "rejected", "decontaminated", "kept"):
+            setattr(total, name, sum(getattr(s, name) for s in shards))
+        in_shards = sum(s.read - s.unreadable - s.duplicates - s.other_shards for s in shards)
+        total.other_shards = first.read - first.unreadable - first.duplicates - in_shards
+        return total

@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pope_data.records import Probe, ProbeOutcome, SearchResult
 from pope_eval.errors import ConfigError
+from pope_eval.registry import Registry
 
 
 class Strategy(Protocol):
@@ -25,6 +27,11 @@ class Strategy(Protocol):
     def done(self) -> bool: ...
 
     def result(self) -> SearchResult: ...
+
+    @classmethod
+    def max_probes(cls, candidates: int) -> int:
+        """Most prefixes this strategy probes on a problem with `candidates` prefixes."""
+        ...
 
 
 @dataclass
@@ -130,9 +137,21 @@ class _Search:
     def _choose(self) -> int | None:
         raise NotImplementedError
 
+    @classmethod
+    def max_probes(cls, candidates: int) -> int:
+        raise NotImplementedError
 
+
+STRATEGIES: Registry[type[_Search]] = Registry("search strategy", option="--strategy")
+
+
+@STRATEGIES.register("sweep")
 class Sweep(_Search):
     """Shortest first: probe min..max in order, stop at the first prefix with a correct sample."""
+
+    @classmethod
+    def max_probes(cls, candidates: int) -> int:
+        return max(candidates, 0)
 
     def _choose(self) -> int | None:
         for i in range(self.min_prefix, self.max_prefix + 1):
@@ -146,6 +165,7 @@ class Sweep(_Search):
         return None
 
 
+@STRATEGIES.register("bisect")
 class Bisect(_Search):
     """Binary search for the shortest solving prefix, assuming success grows with i.
 
@@ -155,6 +175,11 @@ class Bisect(_Search):
     """
 
     split: float = 0.6
+
+    @classmethod
+    def max_probes(cls, candidates: int) -> int:
+        # The longest candidate, then the most probes that close the gap below it.
+        return 1 + _gap_probes(candidates, cls.split) if candidates > 0 else 0
 
     def _choose(self) -> int | None:
         hi = self.max_prefix
@@ -182,9 +207,24 @@ class Bisect(_Search):
         return min(h - 1, max(lo + 1, lo + round((h - lo) * self.split)))
 
 
+@functools.cache
+def _gap_probes(gap: int, split: float) -> int:
+    """Most probes Bisect needs to close `gap` = shortest success - longest failure below it:
+    it probes `split` of the way up, a success leaves the part below, a failure the part above."""
+    if gap <= 1:
+        return 0
+    d = min(gap - 1, max(1, round(gap * split)))
+    return 1 + max(_gap_probes(d, split), _gap_probes(gap - d, split))
+
+
+@STRATEGIES.register("once")
 class Once(_Search):
     """A single probe of n samples at `min_prefix`: the curate stage (k unguided samples,
     min_prefix = max_prefix = 0). i* = min_prefix when any sample is correct."""
+
+    @classmethod
+    def max_probes(cls, candidates: int) -> int:
+        return 1  # its one prefix, whatever the candidates
 
     def _choose(self) -> int | None:
         st = self._state(self.min_prefix)
@@ -208,6 +248,7 @@ DEFAULT_CURATE_SCHEDULE = "growing"
 DEFAULT_CURATE_WAVE_SIZE = 32
 
 
+@STRATEGIES.register("curate")
 @dataclass
 class Curate(Once):
     """The curate stage: k unguided samples at `min_prefix`, hard iff none is correct.
@@ -244,8 +285,6 @@ class Curate(Once):
         return self.wave_size
 
 
-STRATEGIES: dict[str, type[_Search]] = {"sweep": Sweep, "bisect": Bisect, "once": Once,
-                                        "curate": Curate}
 # Single-prefix strategies for the unguided stages, not prefix searches (not in strategy_names).
 _UNGUIDED = ("once", "curate")
 SEQUENTIAL_SUFFIX = "-seq"
@@ -258,6 +297,16 @@ def strategy_names() -> list[str]:
             for suffix in ("", SEQUENTIAL_SUFFIX)]
 
 
+def strategy_class(name: str) -> type[_Search]:
+    """The class behind a strategy name ('NAME' or 'NAME-seq'); unknown names are a ConfigError
+    naming the choices."""
+    base = name.removesuffix(SEQUENTIAL_SUFFIX)
+    if base not in STRATEGIES or (base == "curate" and base != name):
+        raise ConfigError(f"search strategy: unknown {name!r}; choose one of "
+                          f"{', '.join(strategy_names() + list(_UNGUIDED))}")
+    return STRATEGIES[base]
+
+
 def make_strategy(name: str, *, problem_id: str, min_prefix: int, max_prefix: int, n: int,
                   wave_size: int | None = None, seed: int = 0,
                   schedule: str | None = None) -> _Search:
@@ -265,11 +314,8 @@ def make_strategy(name: str, *, problem_id: str, min_prefix: int, max_prefix: in
     probe at its first correct sample; plain 'NAME' draws all n at once ('once': all n samples,
     as the oracle stage wants). 'curate' takes `schedule` (one of CURATE_SCHEDULES, default
     DEFAULT_CURATE_SCHEDULE) and `wave_size` (default DEFAULT_CURATE_WAVE_SIZE)."""
-    base = name.removesuffix(SEQUENTIAL_SUFFIX)
-    if base not in STRATEGIES or (base == "curate" and base != name):
-        raise ConfigError(f"search strategy: unknown {name!r}; choose one of "
-                          f"{', '.join(strategy_names() + list(_UNGUIDED))}")
-    if base == "curate":
+    cls = strategy_class(name)
+    if cls is Curate:
         return Curate(problem_id=problem_id, min_prefix=min_prefix, max_prefix=max_prefix, n=n,
                       wave_size=wave_size or DEFAULT_CURATE_WAVE_SIZE, seed=seed,
                       schedule=schedule or DEFAULT_CURATE_SCHEDULE)
@@ -279,5 +325,5 @@ def make_strategy(name: str, *, problem_id: str, min_prefix: int, max_prefix: in
         wave_size = wave_size or DEFAULT_WAVE_SIZE
     else:
         wave_size = n
-    return STRATEGIES[base](problem_id=problem_id, min_prefix=min_prefix, max_prefix=max_prefix,
-                            n=n, wave_size=wave_size, seed=seed)
+    return cls(problem_id=problem_id, min_prefix=min_prefix, max_prefix=max_prefix, n=n,
+               wave_size=wave_size, seed=seed)

@@ -23,6 +23,7 @@ from pope_eval.datafiles import (
     parse_column_map,
 )
 from pope_eval.errors import DataError
+from pope_eval.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,19 @@ class BundledBenchmark:
 
     file: str
     hub_id: str  # where to refresh or verify it: --data hub:<hub_id>
+    default: bool = False  # evaluated and decontaminated against unless told otherwise
 
 
-BENCHMARKS: dict[str, BundledBenchmark] = {
-    "aime2025": BundledBenchmark("aime2025.jsonl", "MathArena/aime_2025"),
-    "hmmt_feb_2025": BundledBenchmark("hmmt_feb_2025.jsonl", "MathArena/hmmt_feb_2025"),
-}
+BENCHMARKS: Registry[BundledBenchmark] = Registry("benchmark", option="--data")
+BENCHMARKS.add("aime2025", BundledBenchmark("aime2025.jsonl", "MathArena/aime_2025", default=True))
+BENCHMARKS.add("hmmt_feb_2025", BundledBenchmark("hmmt_feb_2025.jsonl", "MathArena/hmmt_feb_2025",
+                                                 default=True))
+
+
+def default_benchmarks() -> tuple[str, ...]:
+    """The bundled sets used by default: pope-train's validation benchmarks and the sets
+    training problems are decontaminated against."""
+    return tuple(name for name, bench in BENCHMARKS.items() if bench.default)
 
 
 @dataclass(frozen=True)

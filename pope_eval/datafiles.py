@@ -63,6 +63,15 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
         raise DataError(f"{p}: unsupported file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
 
 
+class InvalidRowError(DataError):
+    """A row that could not be parsed, yielded (not raised) by `iter_rows`; `raw` is its text,
+    kept in the quarantine."""
+
+    def __init__(self, message: str, raw: str) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
 def _iter_jsonl(p: Path) -> Iterator[tuple[int, Any]]:
     try:
         fh = p.open(encoding="utf-8")
@@ -76,7 +85,8 @@ def _iter_jsonl(p: Path) -> Iterator[tuple[int, Any]]:
                 try:
                     yield i, json.loads(line)
                 except json.JSONDecodeError as exc:
-                    yield i, DataError(f"{p}: row {i}: invalid JSON: {exc.msg}")
+                    yield i, InvalidRowError(f"{p}: row {i}: invalid JSON: {exc.msg}",
+                                             line.rstrip("\n"))
         except UnicodeDecodeError as exc:
             raise DataError(f"{p}: not UTF-8 text: {exc}") from exc
 
@@ -86,24 +96,31 @@ def iter_objects(rows, source: str, quarantine: Quarantine) -> Iterator[tuple[in
     quarantined with their row number."""
     for rownum, row in rows:
         if isinstance(row, Exception):
-            quarantine.add(source, rownum, str(row))
+            quarantine.add(source, rownum, str(row), getattr(row, "raw", None))
         elif not isinstance(row, dict):
             quarantine.add(source, rownum, f"row is {type(row).__name__}, not an object", row)
         else:
             yield rownum, row
 
 
+class MappedColumn(str):
+    """A column named with --columns (`parse_column_map`): it must exist in the data, so a typo
+    is an error, never a silent read of the column named like the field. A loader's own layout
+    (a source's or a Hub set's default columns, plain `str`) falls back to the field's name."""
+
+
 def parse_column_map(spec: str | Mapping[str, str] | None, *,
-                     fields: Sequence[str] | None = None) -> dict[str, str]:
+                     fields: Sequence[str] | None = None) -> dict[str, MappedColumn]:
     """'problem=question,answer=final' -> {'problem': 'question', 'answer': 'final'}.
 
     With `fields`, a field outside them is refused up front (naming the valid ones): a typo such
-    as 'problme=question' would otherwise leave every row without a problem.
+    as 'problme=question' would otherwise leave every row without a problem. The columns come
+    back as `MappedColumn`s, which `RowReader` requires to exist (a typo in a column name).
     """
     if spec is None:
-        out: dict[str, str] = {}
+        out: dict[str, MappedColumn] = {}
     elif isinstance(spec, Mapping):
-        out = dict(spec)
+        out = {key: MappedColumn(col) for key, col in spec.items()}
     else:
         out = {}
         for part in spec.split(","):
@@ -115,7 +132,7 @@ def parse_column_map(spec: str | Mapping[str, str] | None, *,
             key, col = (s.strip() for s in part.split("=", 1))
             if not key or not col:
                 raise DataError(f"--columns: mapping {part!r}: expected FIELD=COLUMN")
-            out[key] = col
+            out[key] = MappedColumn(col)
     if fields is not None:
         unknown = [k for k in out if k not in fields]
         if unknown:
@@ -174,28 +191,35 @@ class TextRow:
 class RowReader:
     """The checks every loader applies to every row alike (benchmarks and training sources).
 
-    `columns` maps our fields to the row's columns (dotted for nested values); a row already in
-    our shape is read by field name when the mapped column is absent. Rows that are not objects,
-    or whose problem / answer is missing, not text or empty, are quarantined with their row number
-    and the reason; so are repeated ids (`claim_id`). Only a required column absent from every
-    row is an error, raised once all rows are read, naming it and the columns found.
+    `columns` maps our fields to the row's columns (dotted for nested values). A loader's own
+    layout column (plain `str`) that a row lacks is read by the field's name (a row already in
+    our shape); a column given with --columns (`MappedColumn`) is read only from that column.
+    Rows that are not objects, or whose problem / answer is missing, not text or empty, are
+    quarantined with their row number and the reason; so are repeated ids (`claim_id`). A
+    --columns column in no row, or a required column absent from every row, is an error, raised
+    once all rows are read, naming it and the columns found.
     """
 
     def __init__(self, source: str, columns: Mapping[str, str], quarantine: Quarantine, *,
                  transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.source, self.quarantine, self.transform = source, quarantine, transform
         self.columns = {name: columns.get(name, name) for name in {*REQUIRED_FIELDS, *columns}}
+        self.mapped = {name for name, col in self.columns.items() if isinstance(col, MappedColumn)}
         self._ids: set[str] = set()
 
-    def value(self, row: Mapping[str, Any], name: str) -> Any:
-        """Our field `name` from a row: its mapped column, else the column named like the field."""
+    def _falls_back(self, row: Mapping[str, Any], name: str) -> bool:
         col = self.columns.get(name, name)
-        if col != name and not has_field(row, col):
+        return col != name and name not in self.mapped and not has_field(row, col)
+
+    def value(self, row: Mapping[str, Any], name: str) -> Any:
+        """Our field `name` from a row: its mapped column, else (for a layout column) the
+        column named like the field."""
+        if self._falls_back(row, name):
             return row.get(name)
-        return get_field(row, col)
+        return get_field(row, self.columns.get(name, name))
 
     def _has(self, row: Mapping[str, Any], name: str) -> bool:
-        return has_field(row, self.columns[name]) or name in row
+        return has_field(row, self.columns[name]) or (name not in self.mapped and name in row)
 
     def _text(self, rownum: int, row: dict[str, Any], name: str) -> str | None:
         col = self.columns[name]
@@ -217,7 +241,8 @@ class RowReader:
     def rows(self, rows: Iterable[tuple[int, Any]]) -> Iterator[TextRow]:
         """The rows with a usable problem and answer; the rest go to the quarantine."""
         seen_columns: set[str] = set()
-        present = dict.fromkeys(REQUIRED_FIELDS, False)
+        present = dict.fromkeys([*REQUIRED_FIELDS, *sorted(self.mapped - {*REQUIRED_FIELDS})],
+                                False)
         any_object = False
         for rownum, row in iter_objects(rows, self.source, self.quarantine):
             if self.transform is not None:
@@ -230,12 +255,20 @@ class RowReader:
             answer = self._text(rownum, row, "answer") if problem is not None else None
             if problem is not None and answer is not None:
                 yield TextRow(rownum, problem, answer, row)
-        missing = [self.columns[name] for name, found in present.items() if not found]
-        if any_object and missing:
+        if not any_object:
+            return
+        found = ", ".join(sorted(seen_columns)) or "none"
+        typos = [f"{name}={self.columns[name]}" for name in present
+                 if name in self.mapped and not present[name]]
+        if typos:
+            raise DataError(f"{self.source}: --columns {', '.join(typos)}: no such column in any "
+                            f"row (columns found: {found})")
+        missing = [self.columns[name] for name, found_it in present.items() if not found_it]
+        if missing:
             raise DataError(
                 f"{self.source}: missing column(s) {', '.join(map(repr, missing))} in every row "
-                f"(columns found: {', '.join(sorted(seen_columns)) or 'none'}); map yours with "
-                "--columns, e.g. 'problem=question,answer=final'"
+                f"(columns found: {found}); map yours with --columns, e.g. "
+                "'problem=question,answer=final'"
             )
 
     def claim_id(self, rownum: int, row: Mapping[str, Any], item_id: str) -> bool:

@@ -6,6 +6,8 @@ report.md and pass_at_k.png into the run folder, and resumes from finished probl
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,13 +24,22 @@ from pope_eval.errors import ConfigError, DataError
 from pope_eval.grading import STATUSES, bad_golds
 from pope_eval.options import operational_fields, option
 from pope_eval.prompts import check_prompt_lengths, problem_messages
-from pope_eval.runinfo import atomic_path, open_run_dir, package_versions, write_json_atomic
+from pope_eval.runinfo import (
+    RUN_CONFIG,
+    atomic_path,
+    lock_run_dir,
+    open_run_dir,
+    package_versions,
+    prepare_out_dir,
+    write_json_atomic,
+)
 from pope_eval.scoring import generate_and_grade
 from pope_eval.seeds import stable_int
 
 log = logging.getLogger(__name__)
 
 PARTS_DIR = "parts"
+RUN_KIND = "pope-eval pass-at-k"  # how the run lock names its holder
 
 
 def parse_ks(spec: str) -> tuple[int, ...] | None:
@@ -64,6 +75,8 @@ class PassAtKConfig:
     grading_timeout: float = option(5.0, cli=False)
     problems_per_batch: int = option(8, cli=False, operational=True)  # generated and saved together
     n_boot: int = option(1000, cli=False, operational=True)
+    # Set by --preset: what it filled in (recorded in run_config.json, never compared).
+    preset: dict[str, Any] | None = option(None, cli=False, operational=True, repr=False)
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -113,25 +126,29 @@ def problem_seed(seed: int, problem_id: str) -> int:
     return stable_int(f"{seed}:{problem_id}", 4)
 
 
-def load_items(config: PassAtKConfig, quarantine: Quarantine, *,
-               tokenizer: Any = None, context_length: int | None = None) -> LoadedBenchmark:
-    """The benchmark with every row checked before any generation: unreadable rows, gold
-    answers math-verify cannot read, and prompts that do not fit the model's context with
-    --max-tokens are quarantined with their reason."""
-    bench = load_benchmark(config.data, columns=config.columns, limit=config.limit,
-                           quarantine=quarantine)
+def check_items(config: PassAtKConfig, bench: LoadedBenchmark, quarantine: Quarantine, *,
+                inspect: bool) -> LoadedBenchmark:
+    """The benchmark's items that can be run, every one checked before any generation: gold
+    answers math-verify cannot read, and (with `inspect`, the model's tokenizer loaded without
+    weights) prompts that do not fit the model's context with --max-tokens, are quarantined with
+    their reason. A --model that cannot be loaded is a ConfigError."""
+    tokenizer = context = None
+    if inspect:
+        from pope_eval.models import inspect_model
+
+        tokenizer, context = inspect_model(config.engine)
     items = list(bench.items)
     for i in reversed(bad_golds([it.answer for it in items], timeout=config.grading_timeout)):
         quarantine.add(bench.source, None, f"{items[i].id}: answer {items[i].answer!r} cannot be "
                        "parsed by math-verify (no sample could be graded correct)")
         del items[i]
-    if tokenizer is not None and context_length:
+    if tokenizer is not None and context:
         too_long = check_prompt_lengths([problem_messages(it.problem) for it in items], tokenizer,
-                                        config.sampling.max_tokens, context_length)
+                                        config.sampling.max_tokens, context)
         for i, tokens in reversed(too_long):
             quarantine.add(bench.source, None, f"{items[i].id}: prompt is {tokens} tokens; with "
                            f"--max-tokens {config.sampling.max_tokens} it exceeds the model's "
-                           f"context of {context_length} tokens")
+                           f"context of {context} tokens")
             del items[i]
     if not items:
         raise DataError(f"{config.data}: no usable problems ({len(quarantine)} rows quarantined)")
@@ -148,42 +165,71 @@ def run_pass_at_k(
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation and write every output; returns the summary dict.
 
-    Everything is checked (data rows, gold answers, the model, prompt lengths, the output
-    folder) before run_config.json is written or a token generated.
+    Everything is checked before the engine is built or run_config.json is written, the fast
+    checks first so that a typo fails at once: the data (file, rows, --columns), the output
+    folder and the config of a run already in it; then the model (its tokenizer), the gold
+    answers and the prompt lengths. A failed check leaves no new folder behind. The run folder
+    is locked (`lock_run_dir`) to the end of the run: an existing one before its config is
+    read, a new one once it is created; a second run into it fails naming the first.
     """
     quarantine = Quarantine()
-    tokenizer = context = None
-    if engine is None:
-        from pope_eval.models import inspect_model
-
-        tokenizer, context = inspect_model(config.engine)
-    bench = load_items(config, quarantine, tokenizer=tokenizer, context_length=context)
+    bench = load_benchmark(config.data, columns=config.columns, limit=config.limit,
+                           quarantine=quarantine)
+    out_dir = Path(config.out)
+    existed = out_dir.is_dir()
+    if not existed:
+        _check_new_out_dir(out_dir)
     fingerprint = config.fingerprint()
     fingerprint["data_sha256"] = bench.sha256
-    out = open_run_dir(config.out, fingerprint, command=command, has_results=_has_parts)
-    if len(quarantine):
-        quarantine.write(out / "quarantine.jsonl")
+    open_out = functools.partial(open_run_dir, out_dir, fingerprint, command=command,
+                                 has_results=_has_parts,
+                                 extra={"preset": config.preset} if config.preset else None)
+    with contextlib.ExitStack() as held:
+        if existed:
+            held.enter_context(lock_run_dir(out_dir, RUN_KIND))
+            if (out_dir / RUN_CONFIG).exists():  # a changed config is refused before the model
+                open_out()
+        bench = check_items(config, bench, quarantine, inspect=engine is None)
+        if not existed:
+            held.enter_context(lock_run_dir(out_dir, RUN_KIND))
+        out = open_out()
+        if len(quarantine):
+            quarantine.write(out / "quarantine.jsonl")
 
-    parts = out / PARTS_DIR
-    parts.mkdir(exist_ok=True)
-    done_ids = _finished_ids(parts)
-    todo = [item for item in bench.items if item.id not in done_ids]
-    state = EvalProgress(problems_total=len(bench.items),
-                         problems_done=len(bench.items) - len(todo), quarantined=len(quarantine))
-    if progress:
-        progress(state)
-    log.info("%d problems, %d already finished", len(bench.items), state.problems_done)
+        parts = out / PARTS_DIR
+        parts.mkdir(exist_ok=True)
+        done_ids = _finished_ids(parts)
+        todo = [item for item in bench.items if item.id not in done_ids]
+        state = EvalProgress(problems_total=len(bench.items),
+                             problems_done=len(bench.items) - len(todo),
+                             quarantined=len(quarantine))
+        if progress:
+            progress(state)
+        log.info("%d problems, %d already finished", len(bench.items), state.problems_done)
 
-    eng = engine if engine is not None else LazyEngine(config.engine)
+        eng = engine if engine is not None else LazyEngine(config.engine)
+        try:
+            for start in range(0, len(todo), config.problems_per_batch):
+                batch = todo[start : start + config.problems_per_batch]
+                _run_batch(config, eng, batch, parts, state, progress)
+            engine_desc = eng.describe()
+        finally:
+            if engine is None:
+                eng.close()
+        return finalize(out, config, bench, engine_desc, quarantined=len(quarantine))
+
+
+def _check_new_out_dir(out: Path) -> None:
+    """`prepare_out_dir`'s checks of a folder that does not exist yet (a file in the way, a
+    read-only or full disk) without leaving it behind: the folders made for the check are
+    removed again, so a run that fails a later check has written nothing."""
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
     try:
-        for start in range(0, len(todo), config.problems_per_batch):
-            batch = todo[start : start + config.problems_per_batch]
-            _run_batch(config, eng, batch, parts, state, progress)
-        engine_desc = eng.describe()
+        prepare_out_dir(out)
     finally:
-        if engine is None:
-            eng.close()
-    return finalize(out, config, bench, engine_desc, quarantined=len(quarantine))
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _has_parts(out: Path) -> bool:

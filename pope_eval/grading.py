@@ -148,50 +148,19 @@ def extract_answer(text: str) -> str | None:
     return ans or None
 
 
-def wrap_gold(gold: str) -> str:
-    """Gold answers are parsed boxed, so math-verify reads them as one LaTeX answer."""
-    g = str(gold).strip()
-    if g.startswith("\\boxed") or (g.startswith("$") and g.endswith("$")):
-        return g
-    return f"\\boxed{{{g}}}"
-
-
 def braces_balanced(text: str) -> bool:
     """Unescaped `{` and `}` pair up (`\\{` and `\\}` are literal braces): with one more `}`
     at the end, that one closes the whole text."""
     return _closing_brace(text + "}", 0) == len(text)
 
 
-# -- verification (in worker processes) --------------------------------------------------------
-def verify_one(gold: str, answer: str, limit: int) -> str:
-    """Status of one extracted answer against its gold (runs in the worker process)."""
-    from math_verify import parse, verify
-
-    stage = "bad_gold"  # the status an unexpected error maps to, by the step that raised it
-    try:
-        gold_parsed = parse(wrap_gold(gold), parsing_timeout=limit, raise_on_error=True)
-        if not gold_parsed:
-            return "bad_gold"
-        stage = "no_answer"
-        pred_parsed = parse(f"\\boxed{{{answer}}}", parsing_timeout=limit, raise_on_error=True)
-        if not pred_parsed:
-            return "no_answer"
-        stage = "wrong"
-        ok = verify(gold_parsed, pred_parsed, timeout_seconds=limit, raise_on_error=True)
-        return "correct" if ok else "wrong"
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # math-verify's TimeoutException derives from BaseException
-        if "timeout" in type(exc).__name__.lower():
-            return "timeout"
-        return stage
-
-
+# -- verification (in worker processes, pope_eval.grading_worker) -----------------------------
 class _Worker:
     """One verification process (`python -m pope_eval.grading_worker`), restarted after it is
     killed for a timeout. A worker that cannot start is a GradingError, never a `timeout`."""
 
     START_TIMEOUT_S = 120.0  # imports of a fresh worker on a busy 2-core machine
+    EXIT_WAIT_S = 5.0  # for the exit code of a worker that did not start
 
     def __init__(self, limit: float) -> None:
         self.limit = limit
@@ -215,9 +184,12 @@ class _Worker:
         self._buf = b""
         line = self._readline(self.START_TIMEOUT_S)
         if line != READY:
+            try:  # a worker that closed its output exits a moment later; a silent one is alive
+                code = self.proc.wait(timeout=self.EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                code = None
             self._stderr.seek(0)
             tail = self._stderr.read().decode(errors="replace")[-2000:]
-            code = self.proc.poll()
             self.kill()
             raise GradingError(
                 f"grading worker could not start ({sys.executable} -m pope_eval.grading_worker"

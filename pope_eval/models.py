@@ -20,6 +20,8 @@ from pope_eval.errors import ConfigError, DataError, require
 log = logging.getLogger(__name__)
 
 DONE_MARKER = ".pope-converted"
+# How errors name the cache folder (set by --cache-dir or POPE_CACHE_DIR).
+CACHE_OPTION = "model cache (--cache-dir / POPE_CACHE_DIR)"
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ def convert_bundled(name: str, cache_dir: str | os.PathLike | None = None) -> Pa
     fp32 so that every backend (transformers, vLLM, `vllm serve`) loads the same numbers. The
     folder is built beside its final place and renamed, with a marker written last, so a crash
     mid-conversion never leaves a half folder that would be reused; a file lock keeps two
-    processes from converting at once.
+    processes from converting at once. A cache that cannot be written (a file in the way, a
+    read-only or full disk) is one ConfigError naming the folder, checked before the conversion.
     """
     root = cache_root(cache_dir) / "models"
     final = root / name
@@ -107,7 +110,9 @@ def convert_bundled(name: str, cache_dir: str | os.PathLike | None = None) -> Pa
         return final
     from filelock import FileLock
 
-    root.mkdir(parents=True, exist_ok=True)
+    from pope_eval.runinfo import prepare_out_dir
+
+    prepare_out_dir(root, CACHE_OPTION)
     with FileLock(str(root / f".{name}.lock")):
         if (final / DONE_MARKER).exists():
             return final
@@ -115,6 +120,8 @@ def convert_bundled(name: str, cache_dir: str | os.PathLike | None = None) -> Pa
         log.info("converting %s to safetensors in %s (once)", gguf.name, final)
         torch = require("torch", "hf")
         transformers = require("transformers", "hf")
+        from safetensors import SafetensorError
+
         tmp = root / f".{name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -131,12 +138,18 @@ def convert_bundled(name: str, cache_dir: str | os.PathLike | None = None) -> Pa
         plain = type(loaded)(config)
         plain.load_state_dict(loaded.state_dict())
         plain.to(torch.float32)
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        (tmp / DONE_MARKER).write_text(f"{gguf.name}\n")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        try:
+            plain.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            (tmp / DONE_MARKER).write_text(f"{gguf.name}\n")
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own
+            shutil.rmtree(tmp, ignore_errors=True)
+            reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+            raise ConfigError(f"{CACHE_OPTION} {root}: cannot write the converted {name} there "
+                              f"({reason})") from None
         return final
 
 

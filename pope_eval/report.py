@@ -105,9 +105,14 @@ def load_summary(run_dir: str | Path) -> dict[str, Any]:
     if not p.exists():
         raise DataError(f"{run_dir}: no summary.json (not a finished pope-eval pass-at-k run)")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        summary = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{p}: invalid JSON: {exc}") from exc
+    if not isinstance(summary, dict) or not isinstance(summary.get("pass_at_k"), dict):
+        # e.g. a pope-data build folder, whose summary.json counts problems, not pass@k
+        raise DataError(f"{run_dir}: not a finished pope-eval pass-at-k run (its summary.json "
+                        "holds no pass@k results)")
+    return summary
 
 
 def compare_runs(

@@ -112,6 +112,8 @@ class VLLMEngine(Engine):
             seed=config.seed,
             enable_prefix_caching=True,
             disable_log_stats=False,
+            # Its weight-loading bars follow this option, not the environment: shown with -v only.
+            use_tqdm_on_load=logging.getLogger("vllm").isEnabledFor(logging.INFO),
         )
         if config.max_model_len:
             kwargs["max_model_len"] = config.max_model_len

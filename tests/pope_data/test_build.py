@@ -394,3 +394,44 @@ def test_waves_draw_the_same_samples_as_all_at_once_on_the_real_model(tmp_path, 
     # sample (seen: 1 of 32); every sample starts the same and nearly all are identical.
     assert all(g[:12] == a[:12] for g, a in pairs)
     assert sum(g == a for g, a in pairs) >= 0.9 * len(pairs)
+
+
+def test_fingerprint_of_the_defaults_is_the_one_resumed_folders_hold():
+    """Resume compares fingerprints: the demo's must not change (limit is the count in effect)."""
+    config = BuildConfig()
+    fp = config.fingerprint()
+    assert fp.pop("engine") == config.engine.fingerprint()
+    assert fp == {
+        "columns": None, "curate_schedule": "growing", "curate_wave": 32,
+        "decontam_against": ["aime2025", "hmmt_feb_2025"], "decontam_ngram": 8,
+        "decontam_threshold": 0.5, "decontaminate": True, "difficulty_max": None,
+        "difficulty_min": None, "domain": None, "grading_timeout": 5.0, "hub_id": None,
+        "include_full_solution": False, "k": 4, "limit": 16, "n": 8, "oracle": None,
+        "path": None, "sampling": {"max_tokens": 128, "seed": 0, "stop": [], "temperature": 0.5,
+                                   "top_p": 0.95},
+        "segment_tokens": 64, "segmenter": "steps", "shard": None, "solve": False,
+        "solve_max_tokens": 4096, "solve_n": 4, "source": "synthetic",
+        "strategy": "bisect-seq", "synthetic_difficulty": 2, "validation_fraction": 0.1,
+        "wave_size": 2}
+    # A real source without --limit takes every row.
+    assert BuildConfig(source="generic", path="x.jsonl").fingerprint()["limit"] is None
+    # Operational fields never reach it: changing them resumes.
+    assert BuildConfig(out="elsewhere", samples_per_batch=7, retention="all").fingerprint() == \
+        config.fingerprint()
+
+
+def test_every_build_option_is_declared_with_its_help_and_flag():
+    import dataclasses
+
+    from pope_eval.options import flag_of, meta, operational_fields
+
+    fields = {f.name: f for f in dataclasses.fields(BuildConfig)}
+    for name, f in fields.items():
+        help_text = meta(f)["help"]
+        assert (help_text() if callable(help_text) else help_text), name
+    assert operational_fields(BuildConfig) == ("out", "samples_per_batch", "retention")
+    assert flag_of(fields["samples_per_batch"]) == "--batch-samples"
+    assert meta(fields["oracle"])["prefix"] == "oracle-"
+    assert "synthetic: how many to make, default 16" in meta(fields["limit"])["help"]()
+    with pytest.raises(ConfigError, match="--batch-samples: must be an integer >= 1"):
+        BuildConfig(samples_per_batch=0)

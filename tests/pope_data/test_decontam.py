@@ -198,3 +198,12 @@ def test_seventeen_thousand_problems_against_sixty_items_is_fast(eval_sets):
     assert [r["problem_id"] for r in result.removed] == ["copy"]
     assert len(result.kept) == 17_000
     assert elapsed < 30, f"decontamination of 17k problems took {elapsed:.1f} s"
+
+
+def test_default_eval_sets_are_the_bundled_benchmarks():
+    from pope_data.config import BuildConfig
+    from pope_data.decontam import DEFAULT_EVAL_SETS
+    from pope_eval.benchmarks import BENCHMARKS
+
+    assert DEFAULT_EVAL_SETS == tuple(BENCHMARKS) == ("aime2025", "hmmt_feb_2025")
+    assert BuildConfig().decontam_against == DEFAULT_EVAL_SETS

@@ -347,3 +347,40 @@ def test_token_comes_from_hf_token_or_the_stored_login(monkeypatch):
     with pytest.raises(ConfigError, match="HF_TOKEN") as err:
         resolve_token(None)
     assert TOKEN not in str(err.value)
+
+
+def test_publish_cli_names_the_real_ways_to_give_a_token(build, monkeypatch):
+    import huggingface_hub
+    from pope_cli.data import app
+    from typer.testing import CliRunner
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    res = CliRunner().invoke(app, ["publish", str(build), "--repo", "org/pope-omni"])
+    assert res.exit_code == 2
+    assert "set HF_TOKEN, run `hf auth login`, or pass --token-file FILE" in res.output
+    assert "pass --token," not in res.output
+
+
+def test_publish_cli_reads_the_token_file_and_never_prints_it(tmp_path, build, fake_hub,
+                                                              monkeypatch, caplog):
+    import huggingface_hub
+    import huggingface_hub.constants
+    from pope_cli.data import app
+    from typer.testing import CliRunner
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", fake_hub.url)
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["publish", str(build), "--repo", "org/pope-omni",
+                                   "--token-file", str(token_file)])
+    assert res.exit_code == 0, res.output
+    assert "pushed to" in res.output
+    _assert_no_token(caplog, res.output)
+    bad = tmp_path / "two"
+    bad.write_text("a b\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["publish", str(build), "--repo", "org/pope-omni",
+                                   "--token-file", str(bad)])
+    assert res.exit_code == 2 and f"--token-file {bad}: expected one token" in res.output

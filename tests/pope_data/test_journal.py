@@ -56,3 +56,17 @@ def test_wal_mode_and_unreadable_file(tmp_path):
     with pytest.raises(DataError, match="not a readable probe journal"):
         Journal.open(bad, {})
     assert isinstance(j.conn, sqlite3.Connection)
+
+
+def test_has_probes_reads_without_changing_the_journal(tmp_path):
+    path = tmp_path / "j.sqlite"
+    assert not Journal.has_probes(path) and not path.exists()
+    j = Journal.open(path, {"n": 4})
+    assert not Journal.has_probes(path)
+    j.record_many([row()])
+    assert Journal.has_probes(path)
+    j.close()
+    garbage = tmp_path / "g.sqlite"
+    garbage.write_bytes(b"not a database at all" * 100)
+    assert Journal.has_probes(garbage)  # unreadable: treated as someone's results
+    assert garbage.read_bytes() == b"not a database at all" * 100

@@ -185,3 +185,40 @@ def test_curate_hard_set_is_identical_to_all_at_once_for_any_schedule(pattern, s
         assert r.samples == k
     if schedule == "all":
         assert sizes == [k]
+
+
+def test_a_strategy_name_is_registered_once():
+    from pope_data.search import STRATEGIES, Sweep
+
+    with pytest.raises(ValueError, match="'sweep' is already registered"):
+        STRATEGIES.add("sweep", Sweep)
+    assert STRATEGIES.names() == ["sweep", "bisect", "once", "curate"]
+
+
+@pytest.mark.parametrize("name", strategy_names())
+@pytest.mark.parametrize("m", [1, 2, 5, 10, 31])
+def test_each_strategy_probes_at_most_the_prefixes_it_declares(name, m):
+    from pope_data.search import strategy_class
+
+    bound = strategy_class(name).max_probes(m)
+    worst = 0
+    for t in range(1, m + 2):  # t = m + 1: no prefix works
+        log = []
+        drive(mk(name, m=m), lambda i, j, t=t: i >= t, log)
+        worst = max(worst, len({x[0] for x in log}))
+    assert worst <= bound
+    if name.startswith("sweep"):
+        assert worst == bound == m  # a sweep of an unsolvable problem probes every prefix
+    assert strategy_class(name).max_probes(0) == 0
+
+
+def test_the_bill_asks_the_strategy_class_for_its_bound(monkeypatch):
+    from pope_data.config import BuildConfig
+    from pope_data.cost import plan_cost
+    from pope_data.search import Bisect
+
+    config = BuildConfig(strategy="bisect-seq")
+    assert plan_cost(config, 2, [8, 1]).probes_per_problem == 5  # 8, 5, 3, 2, 1 if all work
+    assert plan_cost(BuildConfig(strategy="sweep"), 2, [8, 1]).probes_per_problem == 8
+    monkeypatch.setattr(Bisect, "max_probes", classmethod(lambda cls, c: 7 * c))
+    assert plan_cost(config, 2, [8, 1]).probes_per_problem == 56

@@ -126,3 +126,83 @@ def test_a_column_missing_from_every_row_is_an_error(tmp_path):
     with pytest.raises(DataError, match=r"missing column\(s\) 'prompt', "
                                         r"'reward_model.ground_truth' in every row"):
         load_problems("dapo", path=str(path))
+
+
+def test_a_source_name_is_registered_once():
+    from pope_data.sources import SOURCES, SourceSpec, source_names
+
+    with pytest.raises(ValueError, match="'generic' is already registered"):
+        SOURCES.add("generic", SourceSpec())
+    assert source_names() == ["synthetic", "omni-math", "dapo", "dapo-processed", "generic"]
+
+
+def test_a_generator_source_is_one_spec(tmp_path, monkeypatch):
+    """A new generator needs only its SourceSpec: its default count, licence, solution
+    authorship, card wording and the skipped decontamination all come from the spec."""
+    from pope_data.build import run_build
+    from pope_data.card import source_info
+    from pope_data.config import BuildConfig
+    from pope_data.records import Problem
+    from pope_data.sources import SOURCES, SourceSpec
+    from pope_eval.engines import EngineConfig, Sampling
+    from pope_eval.registry import Registry
+    from tests.pope_data.fake_engine import ScriptedEngine
+
+    def doubling(count: int, *, seed: int, difficulty: int) -> list[Problem]:
+        return [Problem(id=f"dbl-{seed}-{i}", problem=f"Double {i + difficulty}.",
+                        answer=str(2 * (i + difficulty)), source="doubling",
+                        solution=f"Step 1: {i + difficulty} + {i + difficulty}.\n"
+                                 f"Step 2: that is {2 * (i + difficulty)}.\n"
+                                 f"Step 3: the answer is {2 * (i + difficulty)}.")
+                for i in range(count)]
+
+    registry = Registry("source", option="--source")
+    for name, spec in SOURCES.items():
+        registry.add(name, spec)
+    registry.add("doubling", SourceSpec(
+        generate=doubling, options={"difficulty": "synthetic_difficulty"}, default_limit=5,
+        license="cc0-1.0", solution_origin="generator:doubling", can_overlap_eval_sets=False,
+        description="doubling drills"))
+    monkeypatch.setattr("pope_data.sources.SOURCES", registry)
+
+    problems = load_problems("doubling", options={"difficulty": 3})
+    assert [p.problem for p in problems] == [f"Double {i}." for i in range(3, 8)]
+    config = BuildConfig(out=str(tmp_path / "o"), source="doubling", synthetic_difficulty=3,
+                         k=2, n=2, wave_size=1, engine=EngineConfig(engine="transformers"),
+                         sampling=Sampling(max_tokens=16, temperature=0.8, top_p=0.95))
+    engine = ScriptedEngine({p.problem: p.answer for p in problems},
+                            {p.problem: 2 for p in problems})
+    s = run_build(config, engine=engine)
+    assert s.problems == 5 and s.guided == 5
+    assert s.decontam_not_checked == {
+        name: "doubling problems are generated here; they cannot overlap eval sets"
+        for name in config.decontam_against}
+    guided = pl.read_parquet(tmp_path / "o" / "export" / "guided" / "train.parquet")
+    prov = guided["provenance"].to_list()[0]
+    assert prov["solution_source"] == "generator:doubling"
+    assert prov["source_dataset"] == "doubling"
+    assert prov["source_revision"].endswith("generator, seed 0, difficulty 3")
+    assert source_info({"source": "doubling"}) == ("doubling drills", "cc0-1.0")
+    assert config.fingerprint()["limit"] == 5  # the count in effect is what resume compares
+
+
+def test_rows_are_counted_from_read_to_kept(tmp_path):
+    from pope_data.sources import Loaded
+
+    path = tmp_path / "x.jsonl"
+    rows = [{"id": f"q{i}", "problem": f"Problem {i}?", "answer": str(i),
+             "difficulty": float(i % 3)} for i in range(12)]
+    rows[3] = {"problem": "no answer"}
+    rows[5] = {**rows[4], "id": "other"}  # the same problem text again
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    loaded = Loaded()
+    got = load_problems("dapo", path=str(path), columns="problem=problem,answer=answer,id=id",
+                        difficulty=(1, None), shard=(1, 2), limit=2, loaded=loaded)
+    c = loaded.counts
+    assert (c.read, c.unreadable, c.duplicates) == (13, 2, 1)
+    assert c.read == (c.unreadable + c.duplicates + c.other_shards + c.filtered + c.over_limit
+                      + c.kept)
+    assert c.kept == len(got) == 2 and c.other_shards > 0 and c.filtered > 0
+    assert set(loaded.origin) == {p.id for p in got}
+    assert all(row == int(pid.removeprefix("q")) + 1
+               for pid, (row, _) in loaded.origin.items())

@@ -12,7 +12,7 @@ import pytest
 import pope_eval.benchmarks as benchmarks
 from pope_eval.benchmarks import bundled_file, load_benchmark
 from pope_eval.datafiles import Quarantine, file_sha256
-from pope_eval.errors import DataError
+from pope_eval.errors import ConfigError, DataError
 
 AIME_SHA256 = "b8372c531275fdfbe322ebf6fbc2373162e83c0d2c35d6d90cadcd5ae5a19684"
 HMMT_SHA256 = "e9d317adfd7df590ce271deec609c4f91bee3dc4f4ae437e6fce8920d4cf271f"
@@ -44,6 +44,18 @@ def test_bundled_file_unknown_name():
     with pytest.raises(DataError, match="no bundled eval set 'aime2024': use one of aime2025, "
                                         "hmmt_feb_2025"):
         bundled_file("aime2024")
+
+
+def test_benchmarks_are_a_registry_that_takes_a_name_once():
+    assert tuple(benchmarks.BENCHMARKS) == ("aime2025", "hmmt_feb_2025")
+    assert "aime2025" in benchmarks.BENCHMARKS and "aime2024" not in benchmarks.BENCHMARKS
+    assert benchmarks.BENCHMARKS["aime2025"].hub_id == "MathArena/aime_2025"
+    with pytest.raises(ConfigError, match="--data: unknown benchmark 'aime2024'; choose one of "
+                                          "aime2025, hmmt_feb_2025"):
+        benchmarks.BENCHMARKS["aime2024"]  # noqa: B018 - the lookup raises
+    with pytest.raises(ValueError, match="benchmark 'aime2025' is already registered"):
+        benchmarks.BENCHMARKS.add("aime2025", benchmarks.BundledBenchmark("x.jsonl", "a/b"))
+    assert benchmarks.default_benchmarks() == ("aime2025", "hmmt_feb_2025")
 
 
 def _hub_folder(root, hub_id, split, rows):

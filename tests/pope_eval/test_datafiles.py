@@ -125,6 +125,27 @@ def test_row_reader_error_only_when_a_column_is_absent_everywhere():
     assert _read([])[0] == [] and _read(["{bad"])[0] == []
 
 
+def test_columns_given_with_the_option_are_read_only_from_those_columns():
+    rows = [{"problem": "p1", "answer": "1", "final": "10"}, {"problem": "p2", "answer": "2"}]
+    # A layout's column (plain str) falls back to the field's name; --columns' do not.
+    out, reasons, _ = _read(rows, parse_column_map("answer=final"))
+    assert out == [(1, "p1", "10")] and reasons == {2: "missing answer (column 'final')"}
+    assert _read(rows, {"answer": "final"})[0] == [(1, "p1", "10"), (2, "p2", "2")]
+
+
+@pytest.mark.parametrize("spec, typos", [
+    ("answer=fianl", "answer=fianl"),
+    ("id=idx,answer=fianl", "answer=fianl, id=idx"),  # an optional field's column too
+    ("problem=problem.text", "problem=problem.text"),
+])
+def test_a_column_of_the_option_in_no_row_is_an_error_whatever_the_file_holds(spec, typos):
+    rows = [{"id": 1, "problem": "p1", "answer": "1", "final": "10"}, {"problem": "p2"}]
+    with pytest.raises(DataError) as err:
+        _read(rows, parse_column_map(spec))
+    assert str(err.value) == (f"f.jsonl: --columns {typos}: no such column in any row "
+                              "(columns found: answer, final, id, problem)")
+
+
 def test_row_reader_claims_ids_once():
     q = Quarantine()
     reader = RowReader("f.jsonl", {}, q)

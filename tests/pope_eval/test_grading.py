@@ -116,3 +116,17 @@ def test_shared_pool_is_usable_from_threads():
     for t in threads:
         t.join()
     assert out == {i: ["correct", "wrong"] for i in range(2, 6)}
+
+
+def test_the_worker_module_does_not_import_the_grader():
+    """One direction only: pope_eval.grading starts and reads the worker; the worker process
+    needs math-verify and its own module, never the grader's pool."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pope_eval.grading_worker as w; "
+            "print(w.verify_one('4', '4', 5), 'pope_eval.grading' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["correct", "False"]
