@@ -48,7 +48,7 @@ def record(preset: Preset, applied: Mapping[str, Any], explicit: list[str],
             "not_applied": sorted(not_applied)}
 
 
-_PAPER = "POPE paper (seed summary)"
+_PAPER = "POPE paper, reported setup"
 _CONF = "CohenQU/pipeline-rl conf/"
 _QWEN = "Qwen3-4B-Instruct-2507 model card, best practices"
 QWEN3_4B = "Qwen/Qwen3-4B-Instruct-2507"
@@ -59,12 +59,13 @@ PRESETS.add("paper", Preset(
     "tokens, rollouts 8 x 16k at T 0.8, tests at T 0.8 / top_p 0.95 / top_k 50 / 16k.",
     {
         "build": {
-            "--model": PresetValue(QWEN3_4B, f"{_PAPER}; {_CONF}base.yaml model_path"),
+            "--model": PresetValue(QWEN3_4B, f"{_PAPER}: base model; {_CONF}base.yaml model_path"),
             "--k": PresetValue(128, f"{_PAPER}: hard = 0 correct of 128 samples"),
             "--max-tokens": PresetValue(32768, f"{_PAPER}: hard filter at 32k tokens"),
             "--n": PresetValue(8, f"{_CONF}finetune/grpo.yaml attempts: 8 (the group size)"),
-            "--temperature": PresetValue(0.8, f"{_CONF}base.yaml llm.parameters.temperature"),
-            "--top-p": PresetValue(1.0, f"{_CONF}base.yaml llm.parameters (no top_p: 1.0)"),
+            "--temperature": PresetValue(0.8, f"{_CONF}base.yaml llm.parameters.temperature (the "
+                                              "rollouts'; the hard filter's own is not stated)"),
+            "--top-p": PresetValue(1.0, f"{_CONF}base.yaml llm.parameters sets no top_p (1.0)"),
         },
         "pass-at-k": {
             "--model": PresetValue(QWEN3_4B, f"{_CONF}base.yaml model_path"),

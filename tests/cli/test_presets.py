@@ -55,3 +55,14 @@ def test_pass_at_k_with_a_preset_records_its_values(tmp_path):
     assert set(run_config["preset"]["explicit"]) == {"--model", "--n", "--max-tokens"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sampling"]["top_k"] == 50
+
+
+def test_the_docs_table_lists_every_preset_value_as_in_the_code():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "presets.md").read_text(encoding="utf-8")
+    for preset in PRESETS.values():
+        assert f"### `{preset.name}`" in doc
+        for command in ("build", "pass-at-k", "train"):
+            for flag, value in preset.values_for(command).items():
+                assert f"| `{command}` | `{flag}` | `{value.value}` | {value.source} |" in doc
