@@ -1,6 +1,7 @@
 """The openai backend against a real `vllm serve`, and its failure handling against stand-ins."""
 
 import http.server
+import json
 import threading
 import time
 
@@ -17,12 +18,13 @@ class _Stub(http.server.BaseHTTPRequestHandler):
 
     script: list[str] = []
     calls = 0
+    bodies: list[dict] = []  # the JSON bodies received, in order
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         cls = type(self)
         action = cls.script[min(cls.calls, len(cls.script) - 1)]
         cls.calls += 1
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        cls.bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
         if action == "drop":
             self.connection.close()
             return
@@ -46,7 +48,7 @@ class _Stub(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def stub():
     port = free_port()
-    handler = type("Stub", (_Stub,), {"script": [], "calls": 0})
+    handler = type("Stub", (_Stub,), {"script": [], "calls": 0, "bodies": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
@@ -153,3 +155,14 @@ def test_server_dying_mid_batch_is_a_clear_error(tiny_model_dir, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_top_k_and_min_p_reach_the_server_only_when_set(stub):
+    handler, url = stub
+    handler.script = ["ok"]
+    engine = _engine(url)
+    engine.generate([GenerationRequest(prompt="2+2=", sampling=Sampling(top_k=20, min_p=0.05))])
+    engine.generate([GenerationRequest(prompt="2+2=", sampling=Sampling())])
+    first, second = handler.bodies
+    assert (first["top_k"], first["min_p"]) == (20, 0.05)
+    assert "top_k" not in second and "min_p" not in second
