@@ -29,7 +29,7 @@ app = typer.Typer(help="Curate hard sets and minimal-prefix guided datasets for 
 
 
 @app.command("build")
-@config_options(config=BuildConfig)
+@config_options(config=BuildConfig, preset="build")
 def build_cmd(
     config: BuildConfig,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs.")] = False,
@@ -102,7 +102,7 @@ def publish_cmd(
     token_file: Annotated[Path | None, typer.Option(help="Read the Hub token from this file ('-': one line of standard input); default HF_TOKEN or the stored login.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Push hard / guided / mix / prefixes configs with a dataset card (token: HF_TOKEN or login)."""
+    """Push hard / guided / mix / all / prefixes configs with a dataset card (token: HF_TOKEN or login)."""
     setup_logging(verbose)
     from pope_data.hub import publish, read_token_file
 

@@ -128,8 +128,13 @@ def run_build(config: BuildConfig, *, progress: ProgressFn | None = None,
 def _build(config: BuildConfig, inputs: Inputs, *, progress: ProgressFn | None,
            engine: Engine | None, oracle_engine: Engine | None, command: str | None,
            on_plan: PlanFn | None) -> BuildSummary:
+    # Recorded beside the config, never compared: the template's text (the config holds its
+    # name and digest) and what --preset set.
+    extra = {"guidance": config.guidance_template.record(),
+             **({"preset": config.preset} if config.preset else {})}
     out = open_run_dir(config.out, config.fingerprint(), command=command,
-                       has_results=lambda folder: Journal.has_probes(folder / JOURNAL))
+                       has_results=lambda folder: Journal.has_probes(folder / JOURNAL),
+                       extra=extra)
     (out / SUMMARY).unlink(missing_ok=True)
     remove_partial_writes(out)
     journal = Journal.open(out / JOURNAL, config.fingerprint())
@@ -141,7 +146,7 @@ def _build(config: BuildConfig, inputs: Inputs, *, progress: ProgressFn | None,
         service = SearchService(eng, journal, sampling=config.sampling,
                                 samples_per_batch=config.samples_per_batch,
                                 grading_timeout=config.grading_timeout, progress=progress,
-                                retention=config.retention)
+                                retention=config.retention, guidance=config.guidance_template)
         try:
             hard, easy = curate_stage(config, service, inputs.problems, out)
             hard, unsolved = solve_stage(config, service, hard, oracle_engine, progress)
@@ -151,6 +156,7 @@ def _build(config: BuildConfig, inputs: Inputs, *, progress: ProgressFn | None,
                 eng.close()
         counts = write_export(out, hard, choices, easy=easy,
                               validation_fraction=config.validation_fraction, seed=config.seed,
+                              guidance=config.guidance_template,
                               provenance=provenance(config, inputs),
                               solution_sources=solution_sources(config, inputs.problems, hard))
         summary = BuildSummary(
@@ -244,7 +250,8 @@ def _drop_too_long(config: BuildConfig, problems: list[Problem], tokenizer: Any,
     from pope_eval.prompts import check_prompt_lengths, guided_messages
 
     # The longest prompt a problem can get: guided with its whole solution.
-    convs = [guided_messages(p.problem, p.solution or "") for p in problems]
+    convs = [guided_messages(p.problem, p.solution or "", guidance=config.guidance_template)
+             for p in problems]
     over = dict(check_prompt_lengths(convs, tokenizer, config.sampling.max_tokens, context))
     for i in sorted(over):
         loaded.reject(quarantine, origin, problems[i].id,
@@ -288,8 +295,12 @@ def write_inputs(out: Path, config: BuildConfig, inputs: Inputs, *,
 
 
 def _top(config: BuildConfig, seg: Segmentation) -> int:
-    """Longest candidate prefix (segments): the complete solution is not guidance."""
-    return len(seg) if config.include_full_solution else len(seg) - 1
+    """Longest candidate prefix (segments): the complete solution is not guidance, and no
+    candidate covers more than --max-prefix-fraction of the solution's characters."""
+    top = len(seg) if config.include_full_solution else len(seg) - 1
+    while top > 0 and seg.fraction(top) > config.max_prefix_fraction:
+        top -= 1
+    return top
 
 
 def provenance(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
@@ -307,6 +318,9 @@ def provenance(config: BuildConfig, inputs: Inputs) -> dict[str, Any]:
             "source_revision": inputs.revision.get("revision", "unknown"),
             "search_model": config.engine.model, "search_model_revision": model_rev,
             "k": config.k, "n": config.n, "strategy": config.strategy, "seed": config.seed,
+            "max_prefix_fraction": config.max_prefix_fraction,
+            "guidance": config.guidance_template.name,
+            "guidance_sha256": config.guidance_template.sha256,
             "pope_version": package_versions().get("pope", "unknown")}
 
 
@@ -382,7 +396,9 @@ def prefix_stage(config: BuildConfig, service: SearchService, hard: list[Problem
             chunk_tokens=config.segment_tokens)
         top = _top(config, seg)
         if top < 1:
-            direct_fallback.append(p.id)  # one-segment solution: only the random cut
+            # A one-segment solution, or a first segment over --max-prefix-fraction: only the
+            # random cut.
+            direct_fallback.append(p.id)
             continue
         tasks.append(SearchTask(p, make_strategy(
             config.strategy, problem_id=p.id, min_prefix=1, max_prefix=top, n=config.n,

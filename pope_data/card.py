@@ -17,7 +17,10 @@ from pope_eval.errors import DataError, require
 
 log = logging.getLogger(__name__)
 
-PUBLISHED_CONFIGS = ("hard", "guided", "mix", "prefixes")
+PUBLISHED_CONFIGS = ("hard", "guided", "mix", "all", "prefixes")
+# Published configs that join export configs, in this order: `all` is the layout of Pipeline-RL's
+# `pope_mix` (one config, rows told apart by `level`).
+JOINED = {"all": ("mix", "easy")}
 DEFAULT_CONFIG = "mix"
 SPLITS = ("train", "validation")
 IMAGE = "prefix_fraction.png"
@@ -29,6 +32,7 @@ CONFIG_DESCRIPTIONS = {
     "hard": "unguided prompts of the hard problems (0 of k samples correct)",
     "guided": "the same problems with the minimal oracle prefix i* and the guidance instruction",
     "mix": "the 1:1 training mix: each hard problem once unguided and once guided, shuffled",
+    "all": "every row of `mix` and then of the easy problems (not hard), told apart by `level`",
     "prefixes": "per-problem search result: i*, prefix fraction, fallback, probes, samples, tokens",
 }
 
@@ -40,9 +44,10 @@ def repo_path(config: str, split: str) -> str:
     return f"data/{config}/{split}.parquet"
 
 
-def published_files(out_dir: str | Path,
-                    configs: tuple[str, ...] = PUBLISHED_CONFIGS) -> dict[str, dict[str, Path]]:
-    """{config: {split: build file}} for the non-empty splits of the build's export folder.
+def published_files(out_dir: str | Path, configs: tuple[str, ...] = PUBLISHED_CONFIGS
+                    ) -> dict[str, dict[str, tuple[Path, ...]]]:
+    """{config: {split: build files}} for the non-empty splits of the build's export folder: one
+    file per split, or for a JOINED config the non-empty files of its parts, in order.
 
     Empty splits are left out: `datasets` cannot read a parquet file without rows. A config with
     no rows at all is left out with a warning; no rows anywhere is an error.
@@ -53,19 +58,23 @@ def published_files(out_dir: str | Path,
     if not export.is_dir():
         raise DataError(f"{out_dir}: no export/ folder; is this a finished `pope-data build` "
                         "output folder?")
-    out: dict[str, dict[str, Path]] = {}
+    out: dict[str, dict[str, tuple[Path, ...]]] = {}
     for config in configs:
-        splits: dict[str, Path] = {}
+        splits: dict[str, tuple[Path, ...]] = {}
         for split in SPLITS:
-            path = export / config / f"{split}.parquet"
-            if not path.exists():
-                continue
-            try:
-                rows = pq.read_metadata(path).num_rows
-            except Exception as exc:  # pyarrow raises several types for corrupt files
-                raise DataError(f"{path}: cannot read parquet: {exc}") from exc
-            if rows:
-                splits[split] = path
+            paths = []
+            for part in JOINED.get(config, (config,)):
+                path = export / part / f"{split}.parquet"
+                if not path.exists():
+                    continue
+                try:
+                    rows = pq.read_metadata(path).num_rows
+                except Exception as exc:  # pyarrow raises several types for corrupt files
+                    raise DataError(f"{path}: cannot read parquet: {exc}") from exc
+                if rows:
+                    paths.append(path)
+            if paths:
+                splits[split] = tuple(paths)
         if splits:
             out[config] = splits
         else:
@@ -73,6 +82,18 @@ def published_files(out_dir: str | Path,
     if not out:
         raise DataError(f"{export}: no rows in any of {', '.join(configs)}; nothing to publish")
     return out
+
+
+def guidance_record(run: Mapping[str, Any]) -> dict[str, str]:
+    """The guidance template a build's guided rows are worded with (`Guidance.record()`), from
+    its run_config.json; POPE's for folders built before builds recorded it (they all used it)."""
+    from pope_eval.prompts import DEFAULT_GUIDANCE, load_guidance
+
+    rec = run.get("guidance")
+    if isinstance(rec, Mapping) and isinstance(rec.get("template"), str):
+        return {key: str(rec.get(key) or "") for key in ("name", "sha256", "template",
+                                                         "instruction")}
+    return load_guidance(DEFAULT_GUIDANCE).record()
 
 
 def redact_command(command: str) -> str:
@@ -217,20 +238,21 @@ def _decontam_lines(data: Any) -> list[str]:
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "dataset_card.md"
 
 
-def _provenance(files: Mapping[str, Mapping[str, Any]]) -> str:
+def _provenance(files: Mapping[str, Mapping[str, tuple[Path, ...]]]) -> str:
     """Markdown table of the rows' provenance: each field's values with their row counts."""
     import pyarrow.parquet as pq
 
     counts: dict[str, dict[str, int]] = {}
-    for splits in files.values():
-        for path in splits.values():
-            table = pq.read_table(path)
-            if "provenance" not in table.column_names:
-                continue
-            for prov in table.column("provenance").to_pylist():
-                for key, value in (prov or {}).items():
-                    counts.setdefault(key, {})
-                    counts[key][str(value)] = counts[key].get(str(value), 0) + 1
+    # A build file that several configs publish (mix in `all`) is counted once.
+    for path in dict.fromkeys(p for splits in files.values() for paths in splits.values()
+                              for p in paths):
+        table = pq.read_table(path)
+        if "provenance" not in table.column_names:
+            continue
+        for prov in table.column("provenance").to_pylist():
+            for key, value in (prov or {}).items():
+                counts.setdefault(key, {})
+                counts[key][str(value)] = counts[key].get(str(value), 0) + 1
     if not counts:
         return "No provenance columns in these files (built before pope recorded them)."
     lines = ["| field | value (rows) |", "|---|---|"]
@@ -243,8 +265,8 @@ def _provenance(files: Mapping[str, Mapping[str, Any]]) -> str:
 
 def render_card(
     out_dir: str | Path, *, repo_id: str | None = None, license: str | None = None,
-    pretty_name: str | None = None, files: Mapping[str, Mapping[str, Any]] | None = None,
-    image: str | None = None,
+    pretty_name: str | None = None,
+    files: Mapping[str, Mapping[str, tuple[Path, ...]]] | None = None, image: str | None = None,
 ) -> str:
     """The README.md for a build folder: huggingface_hub's DatasetCard from the Jinja template
     `templates/dataset_card.md`. `files` is `published_files(out_dir)` unless given; `image` is
@@ -253,7 +275,6 @@ def render_card(
     import pyarrow.parquet as pq
 
     hub = require("huggingface_hub", "core")
-    from pope_eval.prompts import GUIDED_INSTRUCTION, GUIDED_TEMPLATE
 
     out = Path(out_dir)
     files = files if files is not None else published_files(out)
@@ -268,8 +289,8 @@ def render_card(
     license_id = license or inherited
     model = _get(cfg, "engine.model")
     name = pretty_name or f"POPE guided problems ({_get(cfg, 'source')}, hard for {model})"
-    counts = {c: {s: pq.read_metadata(p).num_rows for s, p in splits.items()}
-              for c, splits in files.items()}
+    counts = {c: {s: sum(pq.read_metadata(p).num_rows for p in paths)
+                  for s, paths in splits.items()} for c, splits in files.items()}
     guided = len(prefixes) if prefixes else _get(summary, "guided")
     fallback = (sum(bool(r.get("fallback")) for r in prefixes) if prefixes
                 else _get(summary, "fallback"))
@@ -294,6 +315,7 @@ def render_card(
         max_tokens=_get(cfg, "sampling.max_tokens"), seed=_get(cfg, "sampling.seed"),
         k=_get(cfg, "k"), n=_get(cfg, "n"), strategy=_get(cfg, "strategy"),
         wave_size=_get(cfg, "wave_size"), segmenter=_get(cfg, "segmenter"),
+        max_prefix_fraction=_get(cfg, "max_prefix_fraction", 1.0),
         problems=_get(summary, "problems"), quarantined=_get(summary, "quarantined"),
         hard=_get(summary, "hard"), easy=_get(summary, "easy"), guided=guided,
         fallback=fallback,
@@ -304,8 +326,9 @@ def render_card(
         image=image,
         fraction_table="\n".join(_fraction_table(prefixes)) if prefixes else "",
         istar_table="\n".join(_istar_table(prefixes)) if prefixes else "",
-        guided_template=GUIDED_TEMPLATE, guided_instruction=GUIDED_INSTRUCTION,
+        guidance=guidance_record(run),
         repo=repo_id or "ORG/NAME", train_config=train_config,
+        all_config="all" if "all" in files else None,
         train_file=repo_path(train_config, "train"),
         val_file=(repo_path(train_config, "validation")
                   if "validation" in files[train_config] else None),

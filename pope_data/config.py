@@ -6,6 +6,7 @@ The CLI builds exactly one; `run_build` records its fingerprint in run_config.js
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from pope_data.decontam import DEFAULT_EVAL_SETS
@@ -23,6 +24,7 @@ from pope_data.sources import SOURCES, get_source, source_names
 from pope_eval.engines import EngineConfig, Sampling
 from pope_eval.errors import ConfigError
 from pope_eval.options import flag_of, operational_fields, option
+from pope_eval.prompts import DEFAULT_GUIDANCE, GUIDANCE, Guidance, load_guidance
 
 # The offline demo's sampling (bench/RESULTS.md, "Default demo"): the bundled 135M model states
 # the answer of a guided prompt in its first sentence or not at all, so 128 tokens lose few
@@ -77,6 +79,12 @@ class BuildConfig:
     segment_tokens: int = option(64, "--segmenter tokens: tokens per segment.")
     include_full_solution: bool = option(False, "Also probe the complete solution as a prefix "
                                          "(it is the answer, not guidance).")
+    # The paper's secondary account grows prefixes only up to a quarter of the solution (0.25).
+    max_prefix_fraction: float = option(
+        1.0, "Probe only prefixes covering at most this share of the solution's characters "
+        "(0.25: up to a quarter); the fallback cut under 1/4 is unchanged.")
+    guidance: str = option(DEFAULT_GUIDANCE, lambda: "How guided prompts are worded, in the "
+                           f"search and the export: {', '.join(GUIDANCE)}, or a template file.")
     validation_fraction: float = option(0.1, "Share of the problems in the validation split.")
     shard: str | None = option(None, "I/N: this machine's share of the problems.")
     samples_per_batch: int = option(256, "Samples per engine call.", flag="--batch-samples",
@@ -105,6 +113,9 @@ class BuildConfig:
                                          none_unless="model", inherit="engine")
     solve_n: int = option(4, "Oracle attempts per problem.")
     solve_max_tokens: int = option(4096, "Max tokens of one oracle solution.")
+    # What --preset set (pope_eval.presets.record), kept in run_config.json; never compared.
+    preset: dict[str, Any] | None = option(None, "What --preset set.", cli=False,
+                                           operational=True, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("k", "n", "samples_per_batch", "solve_n", "solve_max_tokens",
@@ -150,11 +161,21 @@ class BuildConfig:
         if not 0 < self.decontam_threshold <= 1:
             raise ConfigError(f"--decontam-threshold: must be in (0, 1], got "
                               f"{self.decontam_threshold}")
+        if not 0 < self.max_prefix_fraction <= 1:
+            raise ConfigError(f"--max-prefix-fraction: must be in (0, 1], got "
+                              f"{self.max_prefix_fraction}")
         parse_shard(self.shard)
+        # A template name or file that cannot be read fails here, before anything is written.
+        _ = self.guidance_template
 
     @property
     def seed(self) -> int:
         return self.sampling.seed
+
+    @cached_property
+    def guidance_template(self) -> Guidance:
+        """The --guidance template, read once (a file is read when the config is made)."""
+        return load_guidance(self.guidance)
 
     def fingerprint(self) -> dict[str, Any]:
         """The fields that decide results (resume is refused when one changes); the operational
@@ -167,6 +188,15 @@ class BuildConfig:
         d["limit"] = self.limit if self.limit is not None else get_source(self.source).default_limit
         if self.oracle is not None:
             d["oracle"] = self.oracle.fingerprint()
+        # Recorded only when not the default, so folders built before these options existed
+        # (without the keys) resume with the defaults.
+        if self.guidance_template == load_guidance(DEFAULT_GUIDANCE):
+            d.pop("guidance")
+        else:
+            d["guidance"] = {"name": self.guidance_template.name,
+                             "sha256": self.guidance_template.sha256}
+        if self.max_prefix_fraction == 1.0:
+            d.pop("max_prefix_fraction")
         for key in operational_fields(BuildConfig):
             d.pop(key)
         return d

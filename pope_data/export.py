@@ -2,7 +2,8 @@
 
 `write_export(out_dir, hard, prefixes, easy=...)` writes export/{hard,guided,mix,easy,prefixes}/
 {train,validation}.parquet (docs/design.md, "Data contracts"); `verl_row` builds one row, also for
-the benchmarks pope-train validates on.
+the benchmarks pope-train validates on. Every row names its `level` (LEVELS), the column by which
+Pipeline-RL's POPE loaders split a set.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pope_data.records import Problem
-from pope_eval.prompts import guided_messages, guided_text, problem_messages, problem_text
+from pope_eval.prompts import Guidance, guided_messages, problem_messages
 from pope_eval.runinfo import atomic_path
 from pope_eval.seeds import stable_unit
 
 DATA_SOURCE = "pope"
 CONFIGS = ("hard", "guided", "mix", "easy", "prefixes")
 SPLITS = ("train", "validation")
+
+# The `level` column, as Pipeline-RL's POPE loaders read it: a hard problem's unguided row, its
+# guided twin, and an easy problem's row.
+UNGUIDED, GUIDED, EASY = "hard-without-guidance", "hard-with-guidance", "easy"
+LEVELS = (UNGUIDED, GUIDED, EASY)
 
 
 @dataclass(frozen=True)
@@ -55,24 +61,28 @@ PROVENANCE_FIELDS = (
     ("search_model_revision", pa.string()),  # Hub commit, or sha256 of the local weights
     ("solution_source", pa.string()),  # human, dataset, generator, or model:<oracle>
     ("k", pa.int64()), ("n", pa.int64()), ("strategy", pa.string()), ("seed", pa.int64()),
+    ("max_prefix_fraction", pa.float64()),  # the cap on the candidate prefixes (1.0: none)
+    ("guidance", pa.string()),  # the template guided prompts are worded with (--guidance)
+    ("guidance_sha256", pa.string()),  # pope_eval.prompts.Guidance.sha256
     ("pope_version", pa.string()),
 )
 PROVENANCE = pa.struct(list(PROVENANCE_FIELDS))
 
 
 def verl_row(*, data_source: str, problem_id: str, problem: str, answer: str, split: str,
-             index: int = 0, prefix: PrefixChoice | None = None,
+             index: int = 0, prefix: PrefixChoice | None = None, level: str | None = None,
+             guidance: Guidance | None = None,
              provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """One training or validation row: verl's columns (data_source, prompt, ability,
     reward_model, extra_info) plus plain problem/answer/solution/messages for TRL and OpenRLHF,
-    and where it came from (`provenance`, see PROVENANCE_FIELDS; None for benchmark rows).
-    With `prefix` the prompt is the guided one (problem + oracle prefix + instruction)."""
+    its `level` (LEVELS; None for benchmark rows) and where it came from (`provenance`, see
+    PROVENANCE_FIELDS; None for benchmark rows). With `prefix` the prompt is the guided one
+    (problem + oracle prefix + instruction, worded by `guidance`, default POPE's). The prompt
+    is the user turn alone, so `prompt[0]` holds the task."""
     if prefix is not None:
-        messages = guided_messages(problem, prefix.prefix_text)
-        user = guided_text(problem, prefix.prefix_text)
+        messages = guided_messages(problem, prefix.prefix_text, guidance=guidance)
     else:
         messages = problem_messages(problem)
-        user = problem_text(problem)
     return {
         "data_source": data_source,
         "prompt": messages,
@@ -87,7 +97,8 @@ def verl_row(*, data_source: str, problem_id: str, problem: str, answer: str, sp
             "prefix_fraction": float(prefix.prefix_fraction) if prefix else 0.0,
             "fallback": bool(prefix.fallback) if prefix else False,
         },
-        "problem": user,
+        "level": level,
+        "problem": messages[-1]["content"],
         "answer": answer,
         "solution": answer,  # TRL's name for the reference answer column
         "messages": messages,
@@ -95,11 +106,11 @@ def verl_row(*, data_source: str, problem_id: str, problem: str, answer: str, sp
     }
 
 
-def _row(p: Problem, choice: PrefixChoice | None, split: str,
-         provenance: dict[str, Any] | None) -> dict[str, Any]:
+def _row(p: Problem, choice: PrefixChoice | None, split: str, level: str,
+         guidance: Guidance | None, provenance: dict[str, Any] | None) -> dict[str, Any]:
     return verl_row(data_source=f"{DATA_SOURCE}/{p.source}", problem_id=p.id,
-                    problem=p.problem, answer=p.answer, split=split, prefix=choice,
-                    provenance=provenance)
+                    problem=p.problem, answer=p.answer, split=split, prefix=choice, level=level,
+                    guidance=guidance, provenance=provenance)
 
 
 ROW_SCHEMA = pa.schema([
@@ -111,6 +122,7 @@ ROW_SCHEMA = pa.schema([
         ("index", pa.int64()), ("split", pa.string()), ("problem_id", pa.string()),
         ("guided", pa.bool_()), ("prefix_segments", pa.int64()),
         ("prefix_fraction", pa.float64()), ("fallback", pa.bool_())])),
+    ("level", pa.string()),
     ("problem", pa.string()),
     ("answer", pa.string()),
     ("solution", pa.string()),
@@ -136,10 +148,12 @@ def write_table(rows: list[dict[str, Any]], schema: pa.Schema, path: Path) -> Pa
 def write_export(
     out_dir: str | Path, hard: Sequence[Problem], prefixes: dict[str, PrefixChoice], *,
     easy: Sequence[Problem] = (), validation_fraction: float = 0.1, seed: int = 0,
-    provenance: dict[str, Any] | None = None, solution_sources: dict[str, str] | None = None,
+    guidance: Guidance | None = None, provenance: dict[str, Any] | None = None,
+    solution_sources: dict[str, str] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Write every config and split; returns row counts {config: {split: rows}}. Every row
-    carries `provenance` with its problem's `solution_sources[id]`."""
+    """Write every config and split; returns row counts {config: {split: rows}}. Guided rows
+    are worded by `guidance` (default POPE's); every row carries `provenance` with its
+    problem's `solution_sources[id]`."""
     def prov(p: Problem) -> dict[str, Any] | None:
         if provenance is None:
             return None
@@ -151,17 +165,17 @@ def write_export(
     for p in hard:
         choice = prefixes.get(p.id)
         split = split_of(p.id, validation_fraction, seed)
-        unguided = _row(p, None, split, prov(p))
+        unguided = _row(p, None, split, UNGUIDED, None, prov(p))
         tables["hard"][split].append(unguided)
         if choice is None:
             continue  # no solution to guide with: unguided only (counted in the report)
-        guided = _row(p, choice, split, prov(p))
+        guided = _row(p, choice, split, GUIDED, guidance, prov(p))
         tables["guided"][split].append(guided)
         tables["mix"][split].extend([unguided, guided])
         tables["prefixes"][split].append({**asdict(choice), "provenance": prov(p)})
     for p in easy:
         split = split_of(p.id, validation_fraction, seed)
-        tables["easy"][split].append(_row(p, None, split, prov(p)))
+        tables["easy"][split].append(_row(p, None, split, EASY, None, prov(p)))
     rng = random.Random(seed)
     counts: dict[str, dict[str, int]] = {}
     for config, splits in tables.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pope_data.card import IMAGE, published_files, render_card, repo_path
-from pope_eval.errors import ConfigError, PopeError, require
+from pope_eval.errors import ConfigError, DataError, PopeError, require
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +84,18 @@ def stage(out_dir: str | Path, dest: str | Path, *, repo_id: str | None = None,
         raise
 
 
-def _stage(out: Path, dest: Path, files: dict[str, dict[str, Path]], *, repo_id: str | None,
-           license: str | None, pretty_name: str | None,
+def _stage(out: Path, dest: Path, files: dict[str, dict[str, tuple[Path, ...]]], *,
+           repo_id: str | None, license: str | None, pretty_name: str | None,
            secret: str | None) -> tuple[list[str], dict[str, tuple[str, ...]]]:
     written: list[str] = []
     for config, splits in files.items():
-        for split, src in splits.items():
+        for split, sources in splits.items():
             target = dest / repo_path(config, split)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, target)
+            if len(sources) == 1:
+                shutil.copyfile(sources[0], target)
+            else:
+                _join(sources, target)
             written.append(repo_path(config, split))
     image = None
     if (out / IMAGE).exists():
@@ -104,6 +107,19 @@ def _stage(out: Path, dest: Path, files: dict[str, dict[str, Path]], *, repo_id:
     (dest / "README.md").write_text(scrub(card, secret), encoding="utf-8")
     written.append("README.md")
     return sorted(written), {c: tuple(s) for c, s in files.items()}
+
+
+def _join(sources: tuple[Path, ...], target: Path) -> None:
+    """One parquet file of the rows of `sources`, in order (a JOINED config's split)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pa.concat_tables([pq.read_table(src) for src in sources])
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"{target.parent.name}: cannot join {', '.join(map(str, sources))}: "
+                        f"{exc}") from None
+    pq.write_table(table, target)
 
 
 def resolve_token(token: str | None) -> str:

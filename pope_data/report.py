@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pope_data.card import reproduce_commands
+from pope_data.card import guidance_record, reproduce_commands
 from pope_data.export import CONFIGS, PrefixChoice, plot_prefix_fractions
 
 
@@ -58,7 +58,10 @@ def write_report(out: Path, run: Mapping[str, Any], s: Any, choices: Sequence[Pr
         f"seed {sp['seed']}",
         f"- hard set: {s.hard} hard (0 of k = {cfg['k']} correct), {s.easy} easy",
         f"- prefix search: strategy `{cfg['strategy']}`, n = {cfg['n']}, wave "
-        f"{cfg['wave_size']}, segments by `{cfg['segmenter']}`",
+        f"{cfg['wave_size']}, segments by `{cfg['segmenter']}`, guidance "
+        f"`{guidance_record(run)['name']}`"
+        + (f", prefixes up to {cfg['max_prefix_fraction']} of the solution"
+           if cfg.get("max_prefix_fraction", 1.0) < 1 else ""),
         (f"- guided problems: {s.guided}; minimal prefix found for {len(found)}, fallback "
          f"(random cut < 1/4) for {s.fallback} ({s.fallback / s.guided:.0%} fallback rate)"
          if s.guided else "- guided problems: 0"),

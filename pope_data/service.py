@@ -16,7 +16,7 @@ from pope_data.records import Probe, ProbeOutcome, Problem, SearchResult
 from pope_data.search import Strategy
 from pope_data.segments import Segmentation
 from pope_eval.engines import Engine, GenerationRequest, Sampling
-from pope_eval.prompts import guided_messages
+from pope_eval.prompts import Guidance, guided_messages
 from pope_eval.scoring import generate_and_grade
 from pope_eval.seeds import stable_int
 
@@ -87,6 +87,8 @@ class SearchService:
     # Which sample texts the journal keeps: all, correct (the rest stored as ""), none. Verdicts,
     # counts and tokens are always kept, so resume is exact under each.
     retention: str = "all"
+    # How guided probes are worded (--guidance); None is POPE's template.
+    guidance: Guidance | None = None
 
     def params(self) -> dict:
         return {**self.sampling.to_dict(), **self.engine.describe()}
@@ -161,7 +163,8 @@ class SearchService:
         requests = [
             GenerationRequest(
                 messages=tuple(guided_messages(by_id[p.problem_id].problem.problem,
-                                               by_id[p.problem_id].prefix_text(p.prefix_segments))),
+                                               by_id[p.problem_id].prefix_text(p.prefix_segments),
+                                               guidance=self.guidance)),
                 n=p.n, sampling=self.sampling, seed=probe_seed(seed, stage, p),
                 sample_offset=p.offset, tag=p.key)
             for p in batch]

@@ -126,6 +126,8 @@ def merge(shard_dirs: list[str | Path], dest: str | Path, *,
             "shards": [{"folder": str(sh.folder), "shard": f"{sh.shard[0]}/{sh.shard[1]}",
                         "command": sh.run.get("command")} for sh in shards],
             "command": command if command is not None else " ".join(sys.argv),
+            # The guidance template's text, as one build records it (the shards share it).
+            **({"guidance": base.run["guidance"]} if "guidance" in base.run else {}),
             "versions": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         counts: dict[str, dict[str, int]] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,17 @@ class Guidance:
     template: str
     instruction: str = ""
     description: str = ""
+    origin: str = field(default="", compare=False)  # the file it was read from, for messages
 
     def __post_init__(self) -> None:
+        where = self.origin or self.name
         for slot in ("{problem}", "{prefix}"):
             if slot not in self.template:
-                raise ConfigError(f"--guidance {self.name}: the template has no {slot} slot")
+                raise ConfigError(f"--guidance {where}: the template has no {slot} slot")
         try:
             self.template.format(problem="", prefix="", instruction="")
         except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(f"--guidance {self.name}: the template has an unknown slot or "
+            raise ConfigError(f"--guidance {where}: the template has an unknown slot or "
                               f"stray brace ({exc}); use {{problem}}, {{prefix}}, {{instruction}} "
                               "and double other braces") from None
 
@@ -87,7 +89,9 @@ DEFAULT_GUIDANCE = "pope"
 
 def load_guidance(spec: str | Guidance | None) -> Guidance:
     """A registered template by name, or a file: .json / .yaml with `template` (and optionally
-    `instruction`, `description`), or any other text file holding the template itself."""
+    `instruction`, `description`), or any other text file holding the template itself. A file
+    template is named by its file name, so the same file typed as another path is the same
+    template (its sha256 tells two files of one name apart)."""
     if isinstance(spec, Guidance):
         return spec
     if spec is None or spec == "":
@@ -114,10 +118,10 @@ def load_guidance(spec: str | Guidance | None) -> Guidance:
         unknown = set(data) - {"template", "instruction", "description", "name"}
         if unknown:
             raise ConfigError(f"--guidance {path}: unknown field(s) {', '.join(sorted(unknown))}")
-        return Guidance(name=str(path), template=data["template"],
+        return Guidance(name=path.name, template=data["template"],
                         instruction=str(data.get("instruction", "")),
-                        description=str(data.get("description", "")))
-    return Guidance(name=str(path), template=raw.strip("\n"))
+                        description=str(data.get("description", "")), origin=str(path))
+    return Guidance(name=path.name, template=raw.strip("\n"), origin=str(path))
 
 
 def problem_text(problem: str, instruction: str = MATH_INSTRUCTION) -> str:

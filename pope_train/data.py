@@ -6,12 +6,15 @@ raises DataError naming the file and what is wrong (docs/design.md, "Data contra
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from pope_eval.errors import ConfigError, DataError
 from pope_train.recipes import RECIPES, Recipe
+
+log = logging.getLogger(__name__)
 
 # verl's RLHF row schema (docs/design.md, "Data contracts"): the columns our reward reads.
 REQUIRED_COLUMNS: tuple[str, ...] = ("data_source", "prompt", "ability", "reward_model", "extra_info")
@@ -79,6 +82,33 @@ def check_same_schema(paths: Sequence[str], what: str) -> None:
                 f"{what}: {other} and {paths[0]} have different columns or types, so verl "
                 f"cannot concatenate them:\n  {paths[0]}: {first}\n  {other}: {schema}"
             )
+    warn_mixed_guidance(paths, what)
+
+
+def warn_mixed_guidance(paths: Sequence[str], what: str) -> None:
+    """Log a warning when the guided rows of `paths` were worded by more than one guidance
+    template (their provenance's guidance and guidance_sha256, written by pope-data build)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files: dict[tuple[str, str], list[str]] = {}
+    for path in paths:
+        schema = pq.read_schema(path)
+        provenance = schema.field("provenance").type if "provenance" in schema.names else None
+        if not (provenance is not None and pa.types.is_struct(provenance)
+                and provenance.get_field_index("guidance_sha256") >= 0):
+            continue  # not written by pope-data build, or before it recorded the template
+        for row in pq.read_table(path, columns=["extra_info", "provenance"]).to_pylist():
+            prov = row["provenance"]
+            if prov and (row["extra_info"] or {}).get("guided"):
+                key = (prov["guidance"], prov["guidance_sha256"])
+                if path not in files.setdefault(key, []):
+                    files[key].append(path)
+    if len(files) > 1:
+        log.warning("%s: guided rows worded by %d guidance templates are trained on together: %s",
+                    what, len(files), "; ".join(
+                        f"{name} (sha256 {sha[:12]}) in {', '.join(found)}"
+                        for (name, sha), found in files.items()))
 
 
 def export_train_files(export: Path, recipe: Recipe) -> list[str]:

@@ -1,4 +1,5 @@
-"""`pope-data build / merge / publish` as a new user types them: limits, shards, quarantine, locks.
+"""`pope-data build / merge / publish` as a new user types them: limits, shards, quarantine, locks,
+presets, guidance templates.
 
 The CLI runs with a scripted engine (no model is loaded or inspected), so each test checks the
 exact lines the user reads and the files the command leaves in a few seconds.
@@ -341,3 +342,77 @@ def test_a_failed_publish_leaves_no_dry_run_folder(tmp_path, typed):
     res = typed("publish", str(not_a_build), "--repo", "org/pope", "--dry-run", str(staged))
     assert res.exit_code == 2 and "no export/ folder" in text(res)
     assert not staged.exists()
+
+
+# -- --preset, --guidance, --max-prefix-fraction -----------------------------------------------
+def test_preset_paper_fills_the_options_not_given_before_any_check_runs(tmp_path, scripted,
+                                                                         typed):
+    missing = tmp_path / "missing.jsonl"
+    res = typed("build", "--preset", "paper", "--model", "smollm2-135m", "--source", "generic",
+                "--path", str(missing), "--out", str(tmp_path / "o"))
+    # The missing file stops the build at its first check, after the preset was applied.
+    assert res.exit_code == 2 and f"{missing}: no such file" in text(res)
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("preset paper:"))
+    assert line == ("preset paper: --k 128, --max-tokens 32768, --n 8, --temperature 0.8, "
+                    "--top-p 1.0; yours: --model")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_build_records_its_preset_and_explicit_flags_win(tmp_path, scripted, typed):
+    problems, path = _problems_file(tmp_path)
+    out = tmp_path / "o"
+    args = ("build", "--preset", "paper", "--model", "smollm2-135m", "--engine", "transformers",
+            "--source", "generic", "--path", str(path), "--k", "2", "--n", "2", "--wave-size",
+            "1", "--max-tokens", "16", "--no-decontaminate", "--out", str(out))
+    scripted.use(problems)
+    res = typed(*args)
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "run_config.json").read_text())
+    config, sampling = run["config"], run["config"]["sampling"]
+    assert (config["k"], config["n"], sampling["max_tokens"]) == (2, 2, 16)
+    assert (sampling["temperature"], sampling["top_p"]) == (0.8, 1.0)
+    assert config["engine"]["model"] == "smollm2-135m" and "preset" not in config
+    assert run["preset"]["name"] == "paper"
+    assert {flag: v["value"] for flag, v in run["preset"]["set"].items()} == {
+        "--temperature": 0.8, "--top-p": 1.0}
+    assert run["preset"]["explicit"] == ["--k", "--max-tokens", "--model", "--n"]
+    # The same command resumes: what the preset set is recorded, never compared.
+    again = scripted.use(problems)
+    res = typed(*args)
+    assert res.exit_code == 0, res.output
+    assert again.calls == 0
+
+
+def test_guidance_and_the_prefix_cap_reach_the_rows_and_the_report(tmp_path, scripted, typed):
+    from pope_eval.prompts import GUIDANCE
+
+    problems, path = _problems_file(tmp_path)
+    engine = scripted.use(problems)
+    out = tmp_path / "o"
+    res = _build(typed, out, "--source", "generic", "--path", str(path),
+                 "--guidance", "no-revisit", "--max-prefix-fraction", "0.5")
+    assert res.exit_code == 0, res.output
+    instruction = GUIDANCE["no-revisit"].instruction
+    assert any(instruction in p for p in engine.prompts)
+    guided = pl.read_parquet(out / "export" / "guided" / "train.parquet")
+    assert guided.height and all(instruction in t for t in guided["problem"])
+    prov = guided["provenance"].struct.unnest()
+    assert set(prov["guidance"]) == {"no-revisit"} and set(prov["max_prefix_fraction"]) == {0.5}
+    assert max(guided["extra_info"].struct.field("prefix_fraction")) <= 0.5
+    assert ("guidance `no-revisit`, prefixes up to 0.5 of the solution"
+            in (out / "report.md").read_text())
+    from pope_data.card import render_card
+
+    card = render_card(out)
+    assert "only prefixes covering at most 0.5 of the solution's characters probed" in card
+    assert instruction in card
+
+
+def test_an_unknown_guidance_is_one_line_and_writes_nothing(tmp_path, typed):
+    res = typed("build", "--guidance", "nosuch", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2
+    assert ("--guidance: 'nosuch' is neither a template name (pope, no-revisit, continue) nor a "
+            "file") in text(res)
+    assert not (tmp_path / "o").exists()
+    res = typed("build", "--max-prefix-fraction", "0", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "--max-prefix-fraction: must be in (0, 1], got 0.0" in text(res)

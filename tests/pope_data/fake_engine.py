@@ -11,7 +11,8 @@ class ScriptedEngine(Engine):
     """Answers correctly iff the prompt shows at least `need[problem]` solution lines.
 
     The number of shown lines is read from the partial solution in the prompt, so the engine
-    sees exactly what a model would. Counts requests and samples; can fail after some calls.
+    sees exactly what a model would. Counts requests and samples, keeps every user turn it was
+    sent (`prompts`); can fail after some calls.
     """
 
     def __init__(self, answers: dict[str, str], need: dict[str, int], fail_after: int | None = None):
@@ -22,6 +23,7 @@ class ScriptedEngine(Engine):
         self.calls = 0
         self.requests = 0
         self.samples = 0
+        self.prompts: list[str] = []
         self.fail_after = fail_after
 
     def _generate(self, requests, progress):
@@ -33,6 +35,7 @@ class ScriptedEngine(Engine):
         out = []
         for r in requests:
             user = r.messages[-1]["content"]
+            self.prompts.append(user)
             problem = next(p for p in self.answers if user.startswith(p))
             m = re.search(r"<partial_solution>\n(.*)\n</partial_solution>", user, re.DOTALL)
             shown = len(m.group(1).splitlines()) if m else 0

@@ -429,7 +429,8 @@ def test_every_build_option_is_declared_with_its_help_and_flag():
     for name, f in fields.items():
         help_text = meta(f)["help"]
         assert (help_text() if callable(help_text) else help_text), name
-    assert operational_fields(BuildConfig) == ("out", "samples_per_batch", "retention")
+    assert operational_fields(BuildConfig) == ("out", "samples_per_batch", "retention", "preset")
+    assert not meta(fields["preset"])["cli"]
     assert flag_of(fields["samples_per_batch"]) == "--batch-samples"
     assert meta(fields["oracle"])["prefix"] == "oracle-"
     assert "synthetic: how many to make, default 16" in meta(fields["limit"])["help"]()

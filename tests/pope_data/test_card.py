@@ -31,7 +31,7 @@ from pope_data.export import (
 )
 from pope_data.records import Problem
 from pope_eval.errors import DataError
-from pope_eval.prompts import GUIDED_INSTRUCTION, GUIDED_TEMPLATE
+from pope_eval.prompts import GUIDANCE, GUIDED_INSTRUCTION, GUIDED_TEMPLATE
 
 COMMAND = ("/opt/venv/bin/pope-data build --source omni-math --path omni.jsonl --k 8 --n 4 "
            "--engine openai --endpoint http://127.0.0.1:8000/v1 --api-key sk-local-0000")
@@ -39,8 +39,11 @@ COMMAND = ("/opt/venv/bin/pope-data build --source omni-math --path omni.jsonl -
 
 def make_build(root: Path, *, source: str = "omni-math", hard: int = 12, easy: int = 3,
                command: str = COMMAND, run_config: bool = True, decontam: bool = True,
-               image: bool = True, validation_fraction: float = 0.4) -> Path:
-    """A finished build folder: export/, prefixes.parquet, run_config.json, summary.json, ..."""
+               image: bool = True, validation_fraction: float = 0.4,
+               guidance: str | None = None) -> Path:
+    """A finished build folder: export/, prefixes.parquet, run_config.json, summary.json, ...
+    `guidance`: a registered template the build recorded (None: a folder from before builds
+    recorded one)."""
     out = root / "build"
     out.mkdir(parents=True)
     problems = [Problem(id=f"{source}-{i}", problem=f"Compute {i} * 7 + {i + 3}.",
@@ -60,8 +63,9 @@ def make_build(root: Path, *, source: str = "omni-math", hard: int = 12, easy: i
             prefix_text=p.solution.split("\n")[0], fallback=fallback, probes=2 + i % 3,
             samples=8 + i, tokens=1000 + 10 * i)
     write_table([asdict(c) for c in choices.values()], PREFIX_SCHEMA, out / "prefixes.parquet")
+    template = GUIDANCE[guidance] if guidance else None
     counts = write_export(out, hard_set, choices, easy=easy_set,
-                          validation_fraction=validation_fraction, seed=0)
+                          validation_fraction=validation_fraction, seed=0, guidance=template)
     if image:
         plot_prefix_fractions(list(choices.values()), out / "prefix_fraction.png")
     if run_config:
@@ -73,8 +77,11 @@ def make_build(root: Path, *, source: str = "omni-math", hard: int = 12, easy: i
             "engine": {"engine": "openai", "model": "Qwen/Qwen3-4B-Instruct-2507",
                                   "dtype": "auto", "api_key": "sk-local-0000"},
         }
-        (out / "run_config.json").write_text(json.dumps(
-            {"config": config, "versions": {"pope": "0.1.0"}, "command": command}))
+        run = {"config": config, "versions": {"pope": "0.1.0"}, "command": command}
+        if template is not None:
+            config["guidance"] = {"name": template.name, "sha256": template.sha256}
+            run["guidance"] = template.record()
+        (out / "run_config.json").write_text(json.dumps(run))
         (out / "summary.json").write_text(json.dumps({
             "problems": hard + easy + 2, "quarantined": 2, "hard": hard, "easy": easy,
             "guided": len(choices), "fallback": sum(c.fallback for c in choices.values()),
@@ -108,8 +115,15 @@ def test_front_matter_parses_and_configs_match_the_build_files(tmp_path):
         assert entry.get("default", False) == (config == "mix")
     assert meta["license"] == "apache-2.0"
     assert meta["task_categories"] == ["text-generation"]
-    mix_rows = sum(pq.read_metadata(p).num_rows for p in files["mix"].values())
-    assert meta["size_categories"] == [size_category(mix_rows)] == ["n<1K"]
+    # `all` joins mix and easy: the largest config sets the size category.
+    export = out / "export"
+    assert files["all"] == {s: (export / "mix" / f"{s}.parquet", export / "easy" / f"{s}.parquet")
+                            for s in ("train", "validation")}
+    all_rows = sum(pq.read_metadata(p).num_rows for paths in files["all"].values() for p in paths)
+    assert meta["size_categories"] == [size_category(all_rows)] == ["n<1K"]
+    rows = {s: sum(pq.read_metadata(p).num_rows for p in paths)
+            for s, paths in files["all"].items()}
+    assert f"| `all` | {rows['train']} | {rows['validation']} | every row of `mix` and" in card
     assert "Qwen/Qwen3-4B-Instruct-2507" in meta["pretty_name"]
 
 
@@ -118,7 +132,9 @@ def test_card_states_the_search_counts_template_usage_and_command(tmp_path):
     card = render_card(out, repo_id="org/pope-omni")
     prefixes = pq.read_table(out / "prefixes.parquet").to_pylist()
     fallback = sum(r["fallback"] for r in prefixes)
+    # A folder that recorded no template was worded by POPE's, the only one builds then used.
     assert GUIDED_TEMPLATE in card and GUIDED_INSTRUCTION in card
+    assert f"template `pope` (sha256 `{GUIDANCE['pope'].sha256}`" in card
     assert "Qwen/Qwen3-4B-Instruct-2507" in card
     assert "temperature 0.8, top_p 0.95, max_tokens 192" in card
     assert "k = 8" in card and "n = 4" in card and "`sweep`" in card
@@ -130,10 +146,19 @@ def test_card_states_the_search_counts_template_usage_and_command(tmp_path):
     assert "Apache-2.0" in card
     # Usage for verl, TRL and OpenRLHF.
     assert "hf download org/pope-omni --repo-type dataset" in card
-    assert "data.train_files=pope-data/data/mix/train.parquet" in card
+    assert ("    data.train_files=pope-data/data/mix/train.parquet \\\n"
+            "    data.val_files=pope-data/data/mix/validation.parquet \\\n"
+            "    data.prompt_key=prompt") in card
     assert 'load_dataset("org/pope-omni", "mix", split="train")' in card
     assert "`solution`" in card
-    assert "--input_key problem" in card and "--label_key answer" in card
+    # OpenRLHF and Pipeline-RL: the flags and config tests/compat follows, marked as not run.
+    assert ("--prompt_data pope-data/data/mix/train.parquet --input_key messages --label_key "
+            "answer --apply_chat_template\n") in card
+    assert ("--prompt_data pope-data/data/mix/train.parquet --input_key problem --label_key "
+            "answer\n") in card
+    assert card.count("(documented, not run)") == 2
+    assert 'load_dataset("org/pope-omni", "all", split="train")' in card
+    assert "`hard-without-guidance`" in card and "`hard-with-guidance`" in card
     # The reproducing command, as typed, without the engine's API key.
     assert "pope-data build --source omni-math --path omni.jsonl --k 8 --n 4" in card
     assert "/opt/venv/bin" not in card
@@ -144,6 +169,15 @@ def test_card_states_the_search_counts_template_usage_and_command(tmp_path):
     by_istar = {i: sum(r["i_star"] == i for r in found) for i in (1, 2)}
     assert f"| 1 | {by_istar[1]} |" in card and f"| 2 | {by_istar[2]} |" in card
     assert f"| [0.1, 0.2) | 0 | {fallback} |" in card
+
+
+def test_card_shows_the_guidance_template_the_build_recorded(tmp_path):
+    template = GUIDANCE["no-revisit"]
+    card = render_card(make_build(tmp_path, guidance="no-revisit"))
+    assert f"template `no-revisit` (sha256 `{template.sha256}`" in card
+    assert template.instruction in card and GUIDED_INSTRUCTION not in card
+    guided = pq.read_table(tmp_path / "build" / "export" / "guided" / "train.parquet")
+    assert template.instruction in guided.column("problem").to_pylist()[0]
 
 
 def test_card_lists_decontamination(tmp_path):

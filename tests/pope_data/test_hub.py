@@ -166,6 +166,12 @@ def build(tmp_path) -> Path:
                                         "--path omni.jsonl")
 
 
+def _rows(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
 def _assert_no_token(caplog, *texts: str) -> None:
     for record in caplog.records:
         assert TOKEN not in record.getMessage(), f"token in log line from {record.name}"
@@ -183,10 +189,19 @@ def test_dry_run_folder_loads_with_datasets_offline(tmp_path, build):
     files = sorted(str(p.relative_to(stage_dir)) for p in stage_dir.rglob("*") if p.is_file())
     assert files == list(result.files)
     expected = published_files(build)
-    assert set(result.configs) == set(expected) == {"hard", "guided", "mix", "prefixes"}
+    assert set(result.configs) == set(expected) == {"hard", "guided", "mix", "all", "prefixes"}
     for config, splits in expected.items():
-        for split, src in splits.items():
-            assert (stage_dir / repo_path(config, split)).read_bytes() == src.read_bytes()
+        for split, sources in splits.items():
+            staged = stage_dir / repo_path(config, split)
+            if config == "all":
+                assert [s.parent.name for s in sources] == ["mix", "easy"]
+                assert _rows(staged) == [r for src in sources for r in _rows(src)]
+            else:
+                assert staged.read_bytes() == sources[0].read_bytes()
+    # `all` is Pipeline-RL's pope_mix layout: one config, rows told apart by `level`.
+    levels = {r["level"] for split in expected["all"]
+              for r in _rows(stage_dir / repo_path("all", split))}
+    assert levels == {"hard-without-guidance", "hard-with-guidance", "easy"}
     assert (stage_dir / "prefix_fraction.png").exists()
     readme = (stage_dir / "README.md").read_text()
     assert "HF_TOKEN=***" in readme
@@ -212,8 +227,8 @@ def test_dry_run_folder_loads_with_datasets_offline(tmp_path, build):
 
     for config, splits in expected.items():
         assert set(loaded[config]) == set(splits)
-        for split, src in splits.items():
-            table = pq.read_table(src)
+        for split in splits:
+            table = pq.read_table(stage_dir / repo_path(config, split))
             assert loaded[config][split] == [table.num_rows, sorted(table.column_names)]
     assert "solution" in loaded["mix"]["train"][1] and "prompt" in loaded["mix"]["train"][1]
 
@@ -263,9 +278,12 @@ def test_upload_creates_the_repo_and_commits_the_staged_files(tmp_path, build, f
 
     (commit,) = fake_hub.commits
     assert sorted(commit["files"]) == list(result.files)
+    staged = tmp_path / "staged"
+    publish(build, "org/pope-omni", dry_run_dir=staged)
     for config, splits in published_files(build).items():
-        for split, src in splits.items():
-            assert commit["files"][repo_path(config, split)] == src.read_bytes()
+        for split in splits:
+            path = repo_path(config, split)
+            assert commit["files"][path] == (staged / path).read_bytes()
     assert commit["header"]["summary"].startswith("POPE dataset")
     readme = commit["files"]["README.md"].decode()
     assert "config_name: mix" in readme and "HF_TOKEN=***" in readme
