@@ -1,7 +1,8 @@
 """Per-step training signals of the TRL backend: guided/unguided reward, solvability, metrics file, plot.
 
 `batch_stats(scores, infos, hard_ids)` summarises one step's rollouts; `MetricsWriter` appends one
-JSON object per step to DIR/metrics.jsonl; `plot_metrics(path, png)` draws them.
+JSON object per step (and per evaluation, `pope_train.trl_eval`) to DIR/metrics.jsonl;
+`plot_metrics(path, png)` draws them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,21 @@ STEP_FIELDS: dict[str, str] = {
     "learning_rate": "learning_rate",
     "step_time": "step_time",
 }
+
+
+# An evaluation's record (`pope_train.trl_eval.evaluate_policy`): a line with `eval_step` instead
+# of `step`, so step records and evaluation records never mix.
+EVAL_FIELDS: tuple[str, ...] = (
+    "eval_step",                # the optimizer steps taken before it (0: the base model)
+    "eval_solvable",            # training hard problems with >= 1 correct of eval_samples
+    "eval_solvable_problems",   # how many training hard problems were measured
+    "eval_pass_at_k",           # {"k": unbiased pass@k} on the held-out set
+    "eval_pass_at_k_problems",  # how many held-out problems were measured
+    "eval_samples",             # samples per problem
+    "eval_clipped_ratio",       # samples cut by the evaluation's max tokens
+    "eval_tokens",              # generated tokens
+    "eval_time",                # seconds, generation and grading
+)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -87,20 +103,22 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_metrics(path: str | Path, png: str | Path) -> Path:
-    """Reward (guided / unguided), solvability, entropy and response length against the step."""
+    """Reward (guided / unguided), solvability, entropy and response length against the step; with
+    evaluation records, a third row: the evaluated solvability and held-out pass@k."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = read_metrics(path)
-    steps = [r["step"] for r in records]
+    steps = [r for r in records if "step" in r]
+    evals = [r for r in records if "eval_step" in r]
 
-    def series(key: str) -> tuple[list[int], list[float]]:
-        pairs = [(s, r[key]) for s, r in zip(steps, records) if r.get(key) is not None]
+    def series(rows: list[dict[str, Any]], x: str, key: str) -> tuple[list[int], list[float]]:
+        pairs = [(r[x], r[key]) for r in rows if r.get(key) is not None]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    fig, axes = plt.subplots(3 if evals else 2, 2, figsize=(10, 10.5 if evals else 7), sharex=True)
     panels = [
         (axes[0][0], "reward", (("reward_guided", "guided"), ("reward_unguided", "unguided"),
                                 ("reward", "all"))),
@@ -110,14 +128,35 @@ def plot_metrics(path: str | Path, png: str | Path) -> Path:
     ]
     for ax, title, keys in panels:
         for key, label in keys:
-            xs, ys = series(key)
+            xs, ys = series(steps, "step", key)
             if xs:
                 ax.plot(xs, ys, marker="o", markersize=3, label=label)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if len(keys) > 1:
             ax.legend()
-    for ax in axes[1]:
+    if evals:
+        samples = evals[-1]["eval_samples"]
+        solvable, pass_at_k = axes[2]
+        xs, ys = series(evals, "eval_step", "eval_solvable")
+        solvable.plot(xs, ys, marker="o", markersize=3)
+        solvable.set_title(f"eval: training hard set solvable (>=1 of {samples}, unguided)")
+        measured = [r for r in evals if r.get("eval_pass_at_k")]
+        ks = list(measured[-1]["eval_pass_at_k"]) if measured else []  # the same k in every record
+        for k in ks:
+            pass_at_k.plot([r["eval_step"] for r in measured],
+                           [r["eval_pass_at_k"][k] for r in measured], marker="o", markersize=3,
+                           label=f"pass@{k}")
+        pass_at_k.set_title("eval: held-out pass@k (unguided)")
+        if ks:
+            pass_at_k.legend()
+        for ax, shown in ((solvable, xs), (pass_at_k, ks)):
+            if not shown:
+                ax.text(0.5, 0.5, "not measured in this run", ha="center", transform=ax.transAxes)
+        for ax in axes[2]:
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+    for ax in axes[-1]:
         ax.set_xlabel("step")
     fig.tight_layout()
     out = Path(png)

@@ -165,8 +165,10 @@ class TransformersEngine(Engine):
         pos = positions.to(self.device)
         with torch.inference_mode():
             for _step in range(max_new):
+                # Only the last position's logits: the prefill of a long batch would otherwise
+                # hold (batch x prompt x vocabulary) floats.
                 out = self.model_obj(input_ids=inputs, attention_mask=attn, position_ids=pos,
-                                     past_key_values=cache, use_cache=True)
+                                     past_key_values=cache, use_cache=True, logits_to_keep=1)
                 cache = out.past_key_values
                 logits = out.logits[:, -1, :].float().cpu()
                 rows = [batch[row] for row in live]
