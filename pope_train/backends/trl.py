@@ -40,9 +40,14 @@ class TrlBackend:
         detail = trl_backend.plan_trl(trl_backend.TrlConfig(
             config=recipe.name, model=model, export_dir=export, train_files=train_files,
             **asdict(options)))
-        lines = (("train", ", ".join(detail.train_files)), ("model", detail.model_path),
-                 ("out", detail.config.out_dir))
-        return Plan(backend=self.name, recipe=recipe.name, lines=lines,
+        lines = [("train", ", ".join(detail.train_files)), ("model", detail.model_path)]
+        if detail.sft_data is not None:
+            lines.append(("sft", f"{detail.sft_data.line()}; {detail.config.sft_steps} steps, "
+                                 "then GRPO from the fine-tuned model"))
+        lines.append(("rollouts", f"vLLM ({detail.grpo['vllm_mode']})"
+                      if detail.grpo.get("use_vllm") else "transformers generate()"))
+        lines.append(("out", detail.config.out_dir))
+        return Plan(backend=self.name, recipe=recipe.name, lines=tuple(lines),
                     steps=detail.config.max_steps, detail=detail)
 
     def dry_run(self, plan: Plan) -> str:
@@ -54,8 +59,13 @@ class TrlBackend:
             if progress is not None:
                 progress(record["step"], max_steps, _step_line(record))
 
-        result = trl_backend.train(plan.detail, progress=on_step)
+        def on_sft_step(step: int, steps: int, loss: float | None) -> None:
+            if progress is not None:
+                progress(step, steps, f"SFT loss {_fmt(loss)}")
+
+        result = trl_backend.train(plan.detail, progress=on_step, sft_progress=on_sft_step)
         lines = (f"{result.steps} steps; final model {result.final_model}",
+                 *((f"SFT model (GRPO's start): {result.sft_model}",) if result.sft_model else ()),
                  *(f"checkpoint: {c}" for c in result.checkpoints),
                  f"metrics: {result.metrics}  plot: {result.plot}")
         return Outcome(exit_code=0, lines=lines, result=result)

@@ -25,12 +25,17 @@ class VerlBackend:
         detail = launch.plan_launch(launch.LaunchConfig(
             config=recipe.name, model=model, export_dir=export, train_files=train_files,
             overrides=overrides, **asdict(options)))
-        lines = (("train", ", ".join(detail.train_files)),
-                 ("validation", ", ".join(detail.val_files) or "(none)"))
-        return Plan(backend=self.name, recipe=recipe.name, lines=lines, steps=None, detail=detail)
+        lines = [("train", ", ".join(detail.train_files)),
+                 ("validation", ", ".join(detail.val_files) or "(none)")]
+        if detail.sft_data is not None:
+            lines.append(("sft", f"{detail.sft_data.line()}; {options.sft_steps} steps of verl's "
+                                 f"SFT trainer, then GRPO from {detail.sft_model}"))
+        return Plan(backend=self.name, recipe=recipe.name, lines=tuple(lines), steps=None,
+                    detail=detail)
 
     def dry_run(self, plan: Plan) -> str:
-        """The command, then the config verl composes for it (YAML)."""
+        """The commands (SFT's first, for configs with an SFT stage), then the configs verl
+        composes for them (YAML documents, in the same order)."""
         return plan.detail.shell() + "\n" + launch.resolved_config(plan.detail)
 
     def train(self, plan: Plan, progress: Progress | None = None) -> Outcome:

@@ -15,7 +15,7 @@ import typer
 from typer.testing import CliRunner
 
 import pope_train.backends
-from pope_eval.options import flag_of, option
+from pope_eval.options import flag_of, meta, option
 from pope_eval.registry import Registry
 from pope_train.backends import BACKENDS, Outcome, Plan, Progress
 from pope_train.recipes import RECIPES, Recipe
@@ -26,6 +26,11 @@ runner = CliRunner()
 def flat(text: str) -> str:
     """The text with rich's panel borders and line wraps taken out."""
     return " ".join(text.replace("│", " ").split())
+
+
+def cli_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of an options dataclass that are command-line options."""
+    return [f for f in dataclasses.fields(cls) if meta(f)["cli"]]
 
 
 @pytest.fixture
@@ -45,20 +50,29 @@ def test_run_help_names_config_and_overrides_plainly_and_lists_the_configs(train
         assert not line.rstrip(" │").endswith(" ."), line
     for backend in BACKENDS.values():
         assert f"Options of --backend {backend.name}" in res.output
-        for f in dataclasses.fields(backend.options):
+        for f in cli_fields(backend.options):
             assert flag_of(f) in res.output
     assert "[default: 20]" in flat(res.output)  # --max-steps, from TrlOptions
+    # Options every backend takes from one declaration have a panel of their own.
+    assert "Options of configs with an SFT stage: sft_then_rl" in res.output
+
+
+def _a_value(f: dataclasses.Field) -> str:
+    """A value the option parses (its default where it has one)."""
+    if f.default not in (None, ()):
+        return str(f.default)
+    hint = str(f.type)
+    return "3" if "int" in hint else "0.5" if "float" in hint else "x"
 
 
 def _refusal_cases() -> list[tuple[str, str, str, str]]:
     """(chosen backend, flag, value, backend owning the flag) for every option of every backend."""
     cases = []
     for owner in BACKENDS.values():
-        for f in dataclasses.fields(owner.options):
-            default = f.default
-            value = str(default) if default not in (None, ()) else "0.5"
+        for f in cli_fields(owner.options):
+            value = _a_value(f)
             for chosen in BACKENDS.values():
-                mine = {flag_of(g) for g in dataclasses.fields(chosen.options)}
+                mine = {flag_of(g) for g in cli_fields(chosen.options)}
                 if chosen is not owner and flag_of(f) not in mine:
                     cases.append((chosen.name, flag_of(f), value, owner.name))
     return cases

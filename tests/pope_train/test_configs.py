@@ -16,6 +16,7 @@ EXPECTED = {
     "pass_at_k": {"algorithm.adv_estimator": "pope_passk", "algorithm.pass_k": 8},
     "easy_hard_mix": {},
     "pope_easy_hard": {},
+    "sft_then_rl": {},  # its SFT stage's _sft.yaml: test_sft_config.py
 }
 COMMON = {
     "algorithm.adv_estimator": "grpo",

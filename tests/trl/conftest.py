@@ -1,10 +1,12 @@
 """Small POPE exports for the TRL backend tests, written by pope_data's own export code.
 
-`make_export(root, hard=2, easy=1)` for data checks; `echo_export` for real GRPO steps.
+`make_export(root, hard=2, easy=1)` for data checks; `echo_export` for real GRPO steps;
+`scripted_build(root)` a whole `pope-data build` folder (journal, curate.parquet, export).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,31 @@ def make_export(root: Path, hard: int = 1, easy: int = 1, prefix_steps: int | No
     easy_problems = generate_synthetic(easy, seed=1, difficulty=1) if easy else []
     write_export(root, problems, prefixes, easy=easy_problems, validation_fraction=0.0)
     return root / "export"
+
+
+def scripted_build(root: Path, count: int = 6, **config) -> Path:
+    """A finished `pope-data build --out root` of `count` synthetic problems, answered by
+    tests.pope_data.fake_engine.ScriptedEngine: problem j is solved once its prompt shows
+    (j % 3) + 1 solution lines, never unguided, so every problem is hard and gets i* = (j % 3) + 1;
+    the journal keeps the correct samples' texts (`\\boxed{answer}`). `config`: BuildConfig
+    fields (retention, validation_fraction, ...). Returns root/export."""
+    from pope_data.build import run_build
+    from pope_data.config import BuildConfig
+    from pope_eval.engines import EngineConfig, Sampling
+    from tests.pope_data.fake_engine import ScriptedEngine
+
+    problems = generate_synthetic(count, seed=5)
+    path = root / "problems.jsonl"
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in problems))
+    engine = ScriptedEngine({p.problem: p.answer for p in problems},
+                            {p.problem: (j % 3) + 1 for j, p in enumerate(problems)})
+    settings = dict(out=str(root / "out"), source="generic", path=str(path), k=2, n=2,
+                    wave_size=1, sampling=Sampling(max_tokens=16, temperature=0.8),
+                    engine=EngineConfig(engine="transformers"), validation_fraction=0.0,
+                    decontam_against=())
+    run_build(BuildConfig(**{**settings, **config}), engine=engine)
+    return root / "out" / "export"
 
 
 @pytest.fixture(scope="session")

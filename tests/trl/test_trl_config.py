@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pope_train.trl_backend import (
     TrlConfig,
     grpo_settings,
     plan_trl,
+    rollout_engine,
     train,
 )
 from pope_train.trl_metrics import STEP_FIELDS, batch_stats, plot_metrics, step_record
@@ -39,7 +41,7 @@ def test_every_recipe_either_runs_on_trl_or_says_why_not():
     for r in RECIPES.values():
         assert r.supports("trl") or r.why_not("trl")
     assert {"pope", "hard_only", "easy_hard_mix", "clip_higher", "pope_easy_hard",
-            "entropy_bonus"} == set(TRL_RECIPES)
+            "entropy_bonus", "sft_then_rl"} == set(TRL_RECIPES)
     assert RECIPES["pass_at_k"].why_not("trl").startswith("TRL has no pass@k advantage estimator")
 
 
@@ -67,6 +69,83 @@ def test_run_options_override_the_recipe(tmp_path):
     assert (s["max_completion_length"], s["seed"], s["data_seed"]) == (24, 5, 5)
 
 
+def test_clipping_schedule_and_kl_are_options_with_trls_and_the_papers_defaults(tmp_path):
+    from trl import GRPOConfig
+
+    base = {"config": "pope", "model": "m", "export_dir": str(tmp_path)}
+    s = grpo_settings(TrlConfig(**base), str(tmp_path), on_gpu=False)
+    defaults = GRPOConfig(output_dir=str(tmp_path), use_cpu=True)
+    assert s["max_grad_norm"] == defaults.max_grad_norm == 1.0
+    assert s["lr_scheduler_type"] == defaults.lr_scheduler_type.value == "linear"
+    assert s["beta"] == 0.0 and "use_vllm" not in s
+    s = grpo_settings(TrlConfig(**base, max_grad_norm=0.3, lr_scheduler="cosine", beta=0.04),
+                      str(tmp_path), on_gpu=False)
+    args = GRPOConfig(**s)
+    assert (args.max_grad_norm, args.lr_scheduler_type.value, args.beta) == (0.3, "cosine", 0.04)
+
+
+def test_an_unknown_lr_scheduler_is_named_at_plan_time(tmp_path, tiny_model_dir):
+    export = make_export(tmp_path / "data", hard=1, easy=0)
+    with pytest.raises(ConfigError, match="lr_scheduler: unknown 'cosine-ish'; choose one of "
+                                          "linear, cosine,"):
+        plan_trl(TrlConfig(config="pope", model=str(tiny_model_dir), export_dir=str(export),
+                           out_dir=str(tmp_path / "o"), lr_scheduler="cosine-ish"))
+
+
+@pytest.mark.parametrize("choice, on_gpu, installed, mode", [
+    ("auto", False, True, "off"), ("auto", True, False, "off"), ("auto", True, True, "colocate"),
+    ("off", True, True, "off"), ("colocate", True, True, "colocate"),
+    ("server", True, True, "server"),
+])
+def test_vllm_auto_is_colocate_on_cuda_only(choice, on_gpu, installed, mode):
+    assert rollout_engine(choice, on_gpu=on_gpu, vllm_installed=installed) == mode
+
+
+@pytest.mark.parametrize("choice, on_gpu, installed, message", [
+    ("colocate", False, True, "--vllm colocate needs a CUDA GPU: vLLM's CPU build fails at TRL's "
+                              "first weight sync ('Parameter' object has no attribute "
+                              "'weight_loader'"),
+    ("server", False, True, "--vllm server needs a CUDA GPU: TRL pushes the policy's weights to "
+                            "the server over NCCL"),
+    ("colocate", True, False, "--vllm colocate needs vllm, which is not importable"),
+])
+def test_vllm_where_it_cannot_run_is_one_clear_error(choice, on_gpu, installed, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        rollout_engine(choice, on_gpu=on_gpu, vllm_installed=installed)
+
+
+def test_vllm_modes_reach_grpo_config(tmp_path):
+    base = {"config": "pope", "model": "m", "export_dir": str(tmp_path)}
+    s = grpo_settings(TrlConfig(**base), str(tmp_path), on_gpu=True, vllm_installed=True)
+    assert (s["use_vllm"], s["vllm_mode"], s["bf16"]) == (True, "colocate", True)
+    s = grpo_settings(TrlConfig(**base, vllm="server", vllm_server="http://10.0.0.2:8000"),
+                      str(tmp_path), on_gpu=True, vllm_installed=True)
+    assert (s["vllm_mode"], s["vllm_server_base_url"]) == ("server", "http://10.0.0.2:8000")
+    s = grpo_settings(TrlConfig(**base, vllm="off"), str(tmp_path), on_gpu=True,
+                      vllm_installed=True)
+    assert "use_vllm" not in s
+    with pytest.raises(ConfigError, match=re.escape(
+            "vllm_server: a server URL is for --vllm server (this run: --vllm auto)")):
+        grpo_settings(TrlConfig(**base, vllm_server="http://h:8000"), str(tmp_path), on_gpu=True,
+                      vllm_installed=True)
+
+
+def test_vllm_colocate_on_this_cpu_is_refused_by_the_cli(tmp_path, tiny_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs --vllm colocate")
+    export = make_export(tmp_path / "data", hard=1, easy=0)
+    res = runner.invoke(app, ["run", "pope", "--model", str(tiny_model_dir), "--backend", "trl",
+                              "--export", str(export), "--out", str(tmp_path / "o"),
+                              "--vllm", "colocate", "--dry-run"])
+    assert res.exit_code == 2
+    assert "error: vllm: --vllm colocate needs a CUDA GPU" in " ".join(res.output.split())
+    res = runner.invoke(app, ["run", "pope", "--model", str(tiny_model_dir), "--backend", "trl",
+                              "--export", str(export), "--out", str(tmp_path / "o"), "--dry-run"])
+    assert res.exit_code == 0 and "rollouts: transformers generate()" in res.output
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"config": "nope"}, "config"),
     ({"config": "pass_at_k"}, "pass@k"),
@@ -75,6 +154,9 @@ def test_run_options_override_the_recipe(tmp_path):
     ({"learning_rate": 0.0}, "learning_rate"),
     ({"temperature": -1.0}, "temperature"),
     ({"seed": -1}, "seed"),
+    ({"max_grad_norm": 0.0}, "max_grad_norm"),
+    ({"beta": -0.1}, "beta"),
+    ({"vllm": "yes"}, "vllm: unknown 'yes'; choose one of auto, colocate, server, off"),
     ({"export_dir": None}, "train_files"),
     ({"model": " "}, "model"),
 ])
