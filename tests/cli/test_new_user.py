@@ -306,3 +306,15 @@ def test_tokens_segmenter_cuts_with_the_model_tokenizer(tmp_path, tiny_model_dir
         assert solutions[r["problem_id"]].startswith(r["prefix_text"])
         # Cut every 8 tokens: more segments than the solution has lines.
         assert r["num_segments"] > solutions[r["problem_id"]].count("\n") + 1
+
+
+def test_error_text_keeps_its_brackets_and_starts_on_the_first_line(tmp_path, capsys):
+    res = runner.invoke(data_app, ["build", "--out", str(tmp_path / "o"),
+                                   "--source", "syn[blue]thetic"])
+    assert res.exit_code == 2
+    assert res.output.startswith("error: --source: unknown 'syn[blue]thetic'")
+    from pope_eval.errors import require
+
+    with pytest.raises(typer.Exit), handle_errors():
+        require("a_module_that_is_not_installed", "train")
+    assert "pip install 'pope[train]'" in " ".join(capsys.readouterr().err.split())
