@@ -60,6 +60,9 @@ class BuildConfig:
     difficulty_max: float | None = option(None, "Keep problems of at most this difficulty.")
     domain: str | None = option(None, "Keep problems whose domain contains this.")
     synthetic_difficulty: int = option(2, "synthetic source: difficulty 1-5.")
+    source_options: tuple[str, ...] = option(
+        (), "A generator source's own option, KEY=VALUE (repeat), e.g. difficulty=10.",
+        flag="--source-option")
     engine: EngineConfig = option(help="The model that is searched with, and its engine.",
                                   default_factory=EngineConfig)
     sampling: Sampling = option(DEMO_SAMPLING, "How every sample is drawn (--max-tokens, "
@@ -164,6 +167,11 @@ class BuildConfig:
         if not 0 < self.max_prefix_fraction <= 1:
             raise ConfigError(f"--max-prefix-fraction: must be in (0, 1], got "
                               f"{self.max_prefix_fraction}")
+        if isinstance(self.source_options, str):
+            object.__setattr__(self, "source_options", (self.source_options,))
+        else:
+            object.__setattr__(self, "source_options", tuple(self.source_options))
+        get_source(self.source).parse_source_options(self.source_options)
         parse_shard(self.shard)
         # A template name or file that cannot be read fails here, before anything is written.
         _ = self.guidance_template
@@ -197,6 +205,10 @@ class BuildConfig:
                              "sha256": self.guidance_template.sha256}
         if self.max_prefix_fraction == 1.0:
             d.pop("max_prefix_fraction")
+        if self.source_options:
+            d["source_options"] = get_source(self.source).parse_source_options(self.source_options)
+        else:
+            d.pop("source_options")
         for key in operational_fields(BuildConfig):
             d.pop(key)
         return d

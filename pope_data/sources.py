@@ -47,9 +47,11 @@ class SourceSpec:
     (`generate`), its licence (a Hub licence id, inherited by published datasets) and who wrote
     the solutions it ships.
 
-    A generator source is called as `generate(count, seed=seed, **options)`, where `options`
-    maps its keywords to the BuildConfig fields that give them; it takes `default_limit`
-    problems unless --limit says otherwise.
+    A generator source is called as `generate(count, seed=seed, **options)`. Its keywords come
+    from `option_class`, a dataclass of `pope_eval.options.option` fields set on the command line
+    as `--source-option KEY=VALUE`, and from `options`, which maps keywords to BuildConfig fields
+    (the synthetic source's `--synthetic-difficulty`). It takes `default_limit` problems unless
+    --limit says otherwise.
     """
 
     hub_id: str | None = None
@@ -62,6 +64,7 @@ class SourceSpec:
     solution_origin: str = "dataset"  # human, dataset (authorship unknown), generator:...
     generate: Callable[..., list[Problem]] | None = None
     options: Mapping[str, str] = field(default_factory=dict)  # generator keyword -> config field
+    option_class: type | None = None  # the generator's own options (--source-option KEY=VALUE)
     default_limit: int | None = None  # problems taken without --limit (None: every row)
     # False for problems made here: they cannot overlap evaluation sets, so decontamination
     # is skipped for them.
@@ -74,7 +77,45 @@ class SourceSpec:
 
     def generator_options(self, config: Any) -> dict[str, Any]:
         """The generator's keyword arguments from a BuildConfig (empty for a file source)."""
-        return {keyword: getattr(config, name) for keyword, name in self.options.items()}
+        out = {keyword: getattr(config, name) for keyword, name in self.options.items()}
+        out.update(self.parse_source_options(config.source_options))
+        return out
+
+    def parse_source_options(self, items: Iterable[str]) -> dict[str, Any]:
+        """`("difficulty=10", "restate=false")` -> the option class's values, checked and typed;
+        an unknown key or a value of the wrong type is a ConfigError naming --source-option."""
+        items = tuple(items)
+        if not items:
+            return {}
+        if self.option_class is None:
+            raise ConfigError("--source-option: this source takes no options")
+        import dataclasses
+        import typing
+
+        types = typing.get_type_hints(self.option_class)
+        names = [f.name for f in dataclasses.fields(self.option_class)]
+        given: dict[str, Any] = {}
+        for item in items:
+            key, sep, raw = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or key not in names:
+                raise ConfigError(f"--source-option {item!r}: expected KEY=VALUE with KEY one of "
+                                  f"{', '.join(names)}")
+            given[key] = _typed(types[key], raw.strip(), item)
+        return dataclasses.asdict(self.option_class(**given))
+
+
+def _typed(tp: Any, raw: str, item: str) -> Any:
+    """A --source-option value as the option's type (int, float, bool or text)."""
+    try:
+        if tp is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1", "yes")
+        return tp(raw) if tp in (int, float, str) else raw
+    except ValueError:
+        raise ConfigError(f"--source-option {item!r}: {raw!r} is not a "
+                          f"{getattr(tp, '__name__', tp)}") from None
 
 
 def strip_dapo_wrapper(prompt: str) -> str:

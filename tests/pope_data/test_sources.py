@@ -206,3 +206,73 @@ def test_rows_are_counted_from_read_to_kept(tmp_path):
     assert set(loaded.origin) == {p.id for p in got}
     assert all(row == int(pid.removeprefix("q")) + 1
                for pid, (row, _) in loaded.origin.items())
+
+
+def test_a_generator_source_declares_its_own_options(tmp_path, monkeypatch):
+    """`--source-option KEY=VALUE` reaches a generator through its option class: typed, checked,
+    fingerprinted; no BuildConfig field is needed for a new generator's knob."""
+    from dataclasses import dataclass
+
+    from pope_cli.data import app
+    from typer.testing import CliRunner
+
+    from pope_data.build import run_build
+    from pope_data.config import BuildConfig
+    from pope_data.records import Problem
+    from pope_data.sources import SOURCES, SourceSpec
+    from pope_eval.engines import EngineConfig, Sampling
+    from pope_eval.options import option
+    from pope_eval.registry import Registry
+    from tests.pope_data.fake_engine import ScriptedEngine
+
+    @dataclass(frozen=True)
+    class TimesOptions:
+        factor: int = option(2, "what to multiply by")
+        loud: bool = option(False, "shout the problem")
+
+    def times(count: int, *, seed: int, factor: int, loud: bool) -> list[Problem]:
+        text = "TIMES {i} BY {f}!" if loud else "Times {i} by {f}."
+        return [Problem(id=f"t-{i}", problem=text.format(i=i + 1, f=factor),
+                        answer=str((i + 1) * factor), source="times",
+                        solution=f"Step 1: {i + 1} x {factor}.\nStep 2: the answer is "
+                                 f"{(i + 1) * factor}.")
+                for i in range(count)]
+
+    registry = Registry("source", option="--source")
+    for name, spec in SOURCES.items():
+        registry.add(name, spec)
+    registry.add("times", SourceSpec(generate=times, option_class=TimesOptions, default_limit=3,
+                                     solution_origin="generator:times",
+                                     can_overlap_eval_sets=False, description="times drills"))
+    monkeypatch.setattr("pope_data.sources.SOURCES", registry)
+
+    def config(*items: str) -> BuildConfig:
+        return BuildConfig(out=str(tmp_path / "o"), source="times", source_options=items,
+                           k=2, n=2, wave_size=1, engine=EngineConfig(engine="transformers"),
+                           sampling=Sampling(max_tokens=16, temperature=0.8, top_p=0.95))
+
+    built = config("factor=5", "loud=true")
+    assert built.fingerprint()["source_options"] == {"factor": 5, "loud": True}
+    assert "source_options" not in config().fingerprint()  # older folders hold no such key
+    problems = [f"TIMES {i} BY 5!" for i in (1, 2, 3)]
+    engine = ScriptedEngine({p: str(5 * (i + 1)) for i, p in enumerate(problems)},
+                            {p: 1 for p in problems})
+    summary = run_build(built, engine=engine)
+    assert summary.problems == 3
+    hard = pl.read_parquet(tmp_path / "o" / "export" / "hard" / "train.parquet")
+    assert hard.height >= 1
+    assert all(text.split("\n")[0] in problems for text in hard["problem"].to_list())
+
+    runner = CliRunner()
+    for args, message in [
+        (["--source-option", "fcator=3"], "expected KEY=VALUE with KEY one of factor, loud"),
+        (["--source-option", "factor=three"], "'three' is not a int"),
+        (["--source-option", "loud=maybe"], "'maybe' is not a bool"),
+    ]:
+        res = runner.invoke(app, ["build", "--source", "times", "--out", str(tmp_path / "x"),
+                                  *args])
+        assert res.exit_code == 2 and message in res.output, res.output
+    res = runner.invoke(app, ["build", "--source-option", "difficulty=3",
+                              "--out", str(tmp_path / "y")])
+    assert res.exit_code == 2 and "--source-option: this source takes no options" in res.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
