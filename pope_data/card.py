@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pope_eval.engines.base import describe_sampling
 from pope_eval.errors import DataError, require
 
 log = logging.getLogger(__name__)
@@ -311,8 +312,7 @@ def render_card(
                   "description": CONFIG_DESCRIPTIONS.get(c, "")} for c, n in counts.items()],
         where=where, licence_name=LICENSE_NAMES.get(license_id, license_id), model=model,
         engine=_get(cfg, "engine.engine"), dtype=_get(cfg, "engine.dtype"),
-        temperature=_get(cfg, "sampling.temperature"), top_p=_get(cfg, "sampling.top_p"),
-        max_tokens=_get(cfg, "sampling.max_tokens"), seed=_get(cfg, "sampling.seed"),
+        sampling=describe_sampling(_get(cfg, "sampling", {}) or {}),
         k=_get(cfg, "k"), n=_get(cfg, "n"), strategy=_get(cfg, "strategy"),
         wave_size=_get(cfg, "wave_size"), segmenter=_get(cfg, "segmenter"),
         max_prefix_fraction=_get(cfg, "max_prefix_fraction", 1.0),

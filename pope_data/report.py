@@ -12,6 +12,7 @@ from typing import Any
 
 from pope_data.card import guidance_record, reproduce_commands
 from pope_data.export import CONFIGS, PrefixChoice, plot_prefix_fractions
+from pope_eval.engines.base import describe_sampling
 
 
 def reproducibility(engine: Mapping[str, Any]) -> str | None:
@@ -53,9 +54,7 @@ def write_report(out: Path, run: Mapping[str, Any], s: Any, choices: Sequence[Pr
         f"- rows: {plan.rows.describe()}",
         *([f"- merged from {len(shards)} shards: "
            + ", ".join(f"`{sh['folder']}` ({sh['shard']})" for sh in shards)] if shards else []),
-        f"- model: `{engine['model']}` via {engine['engine']}; "
-        f"temperature {sp['temperature']}, top_p {sp['top_p']}, max_tokens {sp['max_tokens']}, "
-        f"seed {sp['seed']}",
+        f"- model: `{engine['model']}` via {engine['engine']}; {describe_sampling(sp)}",
         f"- hard set: {s.hard} hard (0 of k = {cfg['k']} correct), {s.easy} easy",
         f"- prefix search: strategy `{cfg['strategy']}`, n = {cfg['n']}, wave "
         f"{cfg['wave_size']}, segments by `{cfg['segmenter']}`, guidance "

@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 
+from pope_eval.engines.base import describe_sampling
 from pope_eval.errors import DataError
 
 
@@ -32,9 +33,7 @@ def write_report(out: Path, summary: dict[str, Any], per_problem: pl.DataFrame) 
         f"- model: `{summary['model']}` ({summary['engine'].get('engine', '?')})",
         f"- problems: {summary['problems']} of {summary['problems_expected']}"
         + (f" ({summary['quarantined_rows']} rows quarantined)" if summary["quarantined_rows"] else ""),
-        f"- samples per problem: n = {summary['n']}; "
-        f"temperature {summary['sampling']['temperature']}, top_p {summary['sampling']['top_p']}, "
-        f"max_tokens {summary['sampling']['max_tokens']}, seed {summary['sampling']['seed']}",
+        f"- samples per problem: n = {summary['n']}; {describe_sampling(summary['sampling'])}",
         f"- generated tokens: {summary['generated_tokens']:,}",
         f"- data sha256: `{summary['data_sha256']}`",
         "",

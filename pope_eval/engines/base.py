@@ -69,6 +69,18 @@ class Sampling:
         return d
 
 
+def describe_sampling(d: dict[str, Any]) -> str:
+    """One line on a recorded sampling dict (`Sampling.to_dict`, as run configs and summaries hold
+    it): 'temperature 0.7, top_p 0.8, top_k 20, max_tokens 4096, seed 0'; filters only when set."""
+    def value(name: str) -> Any:
+        return "n/a" if d.get(name) is None else d[name]  # a record that lacks it
+
+    parts = [f"temperature {value('temperature')}", f"top_p {value('top_p')}"]
+    parts += [f"{name} {d[name]}" for name in ("top_k", "min_p") if d.get(name) is not None]
+    parts += [f"max_tokens {value('max_tokens')}", f"seed {value('seed')}"]
+    return ", ".join(parts)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One prompt to sample `n` completions from.

@@ -62,3 +62,12 @@ def test_transformers_top_k_changes_samples_and_is_seeded(hf_engine):
     b = _texts(hf_engine.generate(_requests(narrow)))
     assert a == b  # same seeds, same samples
     assert a != _texts(hf_engine.generate(_requests(wide)))
+
+
+def test_the_sampling_line_names_the_filters_only_when_set():
+    from pope_eval.engines.base import describe_sampling
+
+    assert describe_sampling(Sampling(temperature=0.7, top_p=0.8).to_dict()) == (
+        "temperature 0.7, top_p 0.8, max_tokens 256, seed 0")
+    assert describe_sampling(Sampling(top_k=20, min_p=0.05).to_dict()) == (
+        "temperature 1.0, top_p 1.0, top_k 20, min_p 0.05, max_tokens 256, seed 0")
