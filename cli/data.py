@@ -23,6 +23,7 @@ from pope_cli.options import config_options
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from pope_data.config import BuildConfig
+from pope_data.decontam import DEFAULT_NGRAM, DEFAULT_THRESHOLD
 
 app = typer.Typer(help="Curate hard sets and minimal-prefix guided datasets for POPE.",
                   no_args_is_help=True)
@@ -120,8 +121,8 @@ def decontaminate_cmd(
     path: Annotated[str, typer.Argument(help="Training problems (jsonl/json/parquet).")],
     against: Annotated[list[str] | None, typer.Option(help="Eval set name or file (repeat); default AIME 2025 + HMMT Feb 2025.")] = None,
     columns: Annotated[str | None, typer.Option(help="Column mapping for the training file.")] = None,
-    ngram: Annotated[int, typer.Option()] = 8,
-    threshold: Annotated[float, typer.Option(help="Share of a problem's n-grams found in one eval item.")] = 0.5,
+    ngram: Annotated[int, typer.Option(help="Word n-gram length of the overlap check.")] = DEFAULT_NGRAM,
+    threshold: Annotated[float, typer.Option(help="Share of a problem's n-grams found in one eval item.")] = DEFAULT_THRESHOLD,
     out: Annotated[Path, typer.Option(help="Folder for kept.jsonl and decontamination.json.")] = Path("pope-decontam"),
 ) -> None:
     """Remove training problems that overlap evaluation sets; list what matched what."""

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
 
-from pope_data.decontam import DEFAULT_EVAL_SETS
+from pope_data.decontam import DEFAULT_EVAL_SETS, DEFAULT_NGRAM, DEFAULT_THRESHOLD
 from pope_data.search import (
     CURATE_SCHEDULES,
     DEFAULT_CURATE_SCHEDULE,
@@ -103,9 +103,9 @@ class BuildConfig:
     decontam_against: tuple[str, ...] = option(
         DEFAULT_EVAL_SETS, "Eval set name or file (repeat); default "
         f"{' + '.join(DEFAULT_EVAL_SETS)}.")
-    decontam_ngram: int = option(8, "Word n-gram length of the overlap check.")
+    decontam_ngram: int = option(DEFAULT_NGRAM, "Word n-gram length of the overlap check.")
     decontam_threshold: float = option(
-        0.5, "Share of a problem's n-grams found in one eval item that removes it.")
+        DEFAULT_THRESHOLD, "Share of a problem's n-grams found in one eval item that removes it.")
     # Oracle solutions for hard problems without one (answer-only sources such as DAPO).
     solve: bool = option(False, "Have an oracle model write solutions for hard problems without "
                          "one (DAPO).", flag="--solve")

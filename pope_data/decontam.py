@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 # The evaluation sets training data is checked against (pope_eval.benchmarks.default_benchmarks).
 DEFAULT_EVAL_SETS: tuple[str, ...] = default_benchmarks()
+DEFAULT_NGRAM = 8  # word n-gram length of the overlap check
+DEFAULT_THRESHOLD = 0.5  # share of a problem's n-grams found in one eval item that removes it
 DECONTAMINATION_FILE = "decontamination.json"
 
 # LaTeX that changes spacing or sizing but not content: \, \; \: \! "\ " ~ \left \right, and
@@ -60,8 +62,8 @@ class DecontamResult:
     kept: list[Problem]
     removed: list[dict[str, Any]]
     checked: dict[str, int] = field(default_factory=dict)  # eval set -> items compared against
-    ngram: int = 8
-    threshold: float = 0.5
+    ngram: int = DEFAULT_NGRAM
+    threshold: float = DEFAULT_THRESHOLD
 
     def to_dict(self, not_checked: Mapping[str, str] | None = None) -> dict[str, Any]:
         return {
@@ -76,7 +78,7 @@ class DecontamResult:
 
 def decontaminate(
     problems: Sequence[Problem], *, eval_sets: Mapping[str, Sequence[tuple[str, str]]],
-    ngram: int = 8, threshold: float = 0.5,
+    ngram: int = DEFAULT_NGRAM, threshold: float = DEFAULT_THRESHOLD,
 ) -> DecontamResult:
     """Remove problems that match an eval item exactly (after `normalise`) or share at least
     `threshold` of their word `ngram`-grams with one eval item.

@@ -1,7 +1,8 @@
 """`EngineConfig`: which backend, which model, and every registered backend's own options.
 
 `EngineConfig(engine="openai", model=ID, endpoints=(URL,))`: options are passed flat and land in
-the backend group that declares them; `config.endpoints` reads them back. Recorded in run configs.
+the backend group that declares them; `config.endpoints` reads them back, and
+`dataclasses.replace(config, replicas=1)` changes them the same way. Recorded in run configs.
 """
 
 from __future__ import annotations
@@ -96,12 +97,6 @@ class EngineConfig:
         for value in self.options.values():
             d.update({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
         return d
-
-    def replace(self, **changes: Any) -> EngineConfig:
-        """A copy with common fields or backend options changed (flat names)."""
-        d = {k: v for k, v in self.flat().items()}
-        d.update(changes)
-        return EngineConfig(**d)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe record (secrets, i.e. fields declared with repr=False, are never written)."""

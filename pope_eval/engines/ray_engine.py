@@ -10,7 +10,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -109,7 +109,7 @@ class RayEngine(Engine):
         from pope_eval.engines.factory import make_engine
 
         # `auto` resolved here, as in the run's fingerprint, not on each worker node.
-        inner = config.replace(engine=resolve_engine_name(config), ray_address=None, replicas=1)
+        inner = replace(config, engine=resolve_engine_name(config), ray_address=None, replicas=1)
         return cls.start(partial(make_engine, inner), replicas=config.replicas,
                          address=config.ray_address, model=config.model)
 

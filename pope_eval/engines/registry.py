@@ -7,7 +7,6 @@ package `__init__` imports the module once, which is the registry line.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from pope_eval.registry import Registry
 
@@ -29,13 +28,3 @@ def register_engine(name: str, options: type | None = None) -> Callable[[type], 
 def register_options(owner: str, options: type) -> type:
     """Register an options group that belongs to no backend (e.g. Ray's replicas)."""
     return ENGINE_OPTIONS.add(owner, options)
-
-
-def options_owner(field_name: str) -> tuple[str, Any] | None:
-    """(owner, options class) that declares `field_name`, or None."""
-    import dataclasses
-
-    for owner, cls in ENGINE_OPTIONS.items():
-        if field_name in {f.name for f in dataclasses.fields(cls)}:
-            return owner, cls
-    return None
