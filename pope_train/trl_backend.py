@@ -175,6 +175,18 @@ def _train_files(cfg: TrlConfig) -> list[str]:
     return [str(Path(p).resolve()) for p in files]
 
 
+def _check_enough_rows(cfg: TrlConfig, files: Sequence[str]) -> None:
+    """A step takes --prompts-per-step distinct prompts; with fewer training rows TRL's sampler
+    makes no batch at all and the run would end after 0 steps."""
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    if rows < cfg.prompts_per_step:
+        raise ConfigError(f"train files: {rows} prompt(s) in {', '.join(files)}, fewer than "
+                          f"--prompts-per-step {cfg.prompts_per_step}: no training step could "
+                          "be made; lower --prompts-per-step or train on more problems")
+
+
 def _hard_ids(cfg: TrlConfig, files: Sequence[str]) -> frozenset[str]:
     """Problem ids of the hard problems among the training rows: every id of an export's hard/mix
     subset (easy rows are unguided too, so `guided` alone cannot tell them apart); for explicit
@@ -314,6 +326,7 @@ def plan_trl(cfg: TrlConfig) -> TrlPlan:
 
     _check_out_dir(Path(cfg.out_dir))
     files = _train_files(cfg)
+    _check_enough_rows(cfg, files)
     hard = _hard_ids(cfg, files)
     model_path = resolve_model(cfg.model).path
     torch = require("torch", "hf")

@@ -24,6 +24,7 @@ STEP_FIELDS: dict[str, str] = {
     "response_length": "completions/mean_length",
     "clipped_ratio": "completions/clipped_ratio",
     "loss": "loss",
+    "grad_norm": "grad_norm",
     "learning_rate": "learning_rate",
     "step_time": "step_time",
 }

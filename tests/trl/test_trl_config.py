@@ -312,7 +312,7 @@ def test_cli_dry_run_prints_the_grpo_config(one_problem_export, tiny_model_dir, 
                               "trl", "--export", str(one_problem_export.parent.parent / "x"),
                               "--out", str(tmp_path / "o"), "--dry-run"])
     assert res.exit_code == 2  # no export there
-    export = make_export(tmp_path / "data", hard=1, easy=0)
+    export = make_export(tmp_path / "data", hard=2, easy=0)
     res = runner.invoke(app, ["run", "clip_higher", "--model", str(tiny_model_dir), "--backend",
                               "trl", "--export", str(export), "--out", str(tmp_path / "o"),
                               "--dry-run", "--max-steps", "7"])
@@ -327,3 +327,18 @@ def test_cli_lists_backends_per_config():
     assert res.exit_code == 0
     line = next(ln for ln in res.stdout.splitlines() if "pass_at_k" in ln)
     assert "no" in line
+
+
+def test_fewer_training_prompts_than_a_step_takes_is_refused_before_training(tmp_path):
+    # TRL's sampler makes no batch from 3 prompts at 4 a step: the run would end after 0 steps.
+    export = make_export(tmp_path / "export", hard=3, easy=0)
+    res = runner.invoke(app, ["run", "hard_only", "--backend", "trl", "--export", str(export),
+                              "--model", "smollm2-135m", "--prompts-per-step", "4",
+                              "--out", str(tmp_path / "run")])
+    assert res.exit_code != 0
+    assert "3 prompt(s)" in res.output and "--prompts-per-step 4" in res.output
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    plan = plan_trl(TrlConfig(config="hard_only", model="smollm2-135m",
+                              export_dir=str(export), out_dir=str(tmp_path / "ok"),
+                              prompts_per_step=3))
+    assert len(plan.hard_ids) == 3

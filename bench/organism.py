@@ -1,0 +1,367 @@
+"""The model-organism study in one command: build -> TRL GRPO per arm and seed -> pope-eval -> figures.
+
+    python bench/organism.py --out DIR [--model tests/data/organism] [--arms pope,hard_only,...]
+                             [--seeds 0,1,2] [--steps 40] [--quick] [--jobs 2]
+
+Every stage runs through pope's own command line, as a user would type it:
+1. `pope-data build --source organism` curates the hard set (0 of `--k` unguided samples) and the
+   easy set (solved at least once) from the organism's task family and finds i* per hard problem;
+   with an ablation arm (`pope_no_revisit`) a second build words the guidance `--guidance
+   no-revisit`; with `--ablation-model`, `pope_no_restate` trains that organism (pretrained with
+   `scripts/make_organism.py --no-restate`) on a build of its own.
+2. `pope-train run ARM --backend trl` for every arm and seed, with equal budgets (steps, prompts
+   per step, rollouts, learning rate, max tokens, temperature) and `--eval-every`, which measures
+   the fraction of the training hard problems solvable unguided (>= 1 of `--eval-samples`) and
+   held-out pass@k on the live policy into metrics.jsonl.
+3. `pope-eval pass-at-k` of the base organism and of every final policy on the held-out hard split.
+4. DIR/results.json, DIR/results.md (tables, the pre-registered decision rule applied) and the
+   figures DIR/solvable.png (solvable fraction against steps, mean and min-max band over seeds)
+   and DIR/pass_at_k.png (held-out pass@k against k).
+
+Runs go `--jobs` at a time, each on one thread (two torch processes of two threads each on a
+2-core machine spin-wait). A finished stage is skipped when the script is run again with the same
+DIR, so a crash loses only the runs in flight. `--model` takes any model pope loads (a Hub id on a
+GPU machine) with the task options unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CORE_ARMS = ("hard_only", "pope", "easy_hard_mix", "pope_easy_hard")
+ABLATIONS = {"pope_no_revisit": ("pope", "no-revisit"), "pope_no_restate": ("pope", "restate")}
+ORGANISM = ROOT / "tests" / "data" / "organism"
+
+
+def _bin(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else name
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="study folder (re-run to resume)")
+    ap.add_argument("--model", default=str(ORGANISM), help="base model (default: the organism)")
+    ap.add_argument("--ablation-model", default=None,
+                    help="the organism pretrained without restating (arm pope_no_restate)")
+    ap.add_argument("--arms", type=_csv, default=list(CORE_ARMS),
+                    help="comma-separated recipes (pope-train configs) and ablations "
+                         f"({', '.join(ABLATIONS)})")
+    ap.add_argument("--seeds", type=lambda s: [int(x) for x in _csv(s)], default=[0, 1, 2])
+    ap.add_argument("--quick", action="store_true",
+                    help="CI size: 24 problems, 20 steps, evaluation with 8 samples")
+    ap.add_argument("--difficulty", type=int, default=10, help="hard problems' operations")
+    ap.add_argument("--easy-difficulty", type=int, default=3, help="easy problems' operations")
+    ap.add_argument("--problems", type=int, default=48, help="problems generated (half easy)")
+    ap.add_argument("--k", type=int, default=64, help="unguided samples that define 'hard'")
+    ap.add_argument("--n", type=int, default=8, help="samples per probed prefix")
+    ap.add_argument("--max-tokens", type=int, default=None,
+                    help="build, rollout and evaluation token limit (default: the hard solution's "
+                         "length and a margin)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--max-prefix-fraction", type=float, default=0.8,
+                    help="longest prefix probed, as a share of the solution (the full chain of "
+                         "values less the answer line is the answer, not guidance)")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--prompts-per-step", type=int, default=4)
+    ap.add_argument("--num-generations", type=int, default=8)
+    ap.add_argument("--learning-rate", type=float, default=1e-4)
+    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--eval-samples", type=int, default=32)
+    ap.add_argument("--passk-samples", type=int, default=32, help="pope-eval samples per problem")
+    ap.add_argument("--jobs", type=int, default=2, help="training runs at a time")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.problems, args.steps, args.eval_every = 24, 20, 10
+        args.eval_samples = args.passk_samples = 8
+    if args.max_tokens is None:
+        args.max_tokens = 20 * (args.difficulty + 2) + 16  # lines of 20 tokens, the answer line
+    unknown = [a for a in args.arms if a not in ABLATIONS and not _is_recipe(a)]
+    if unknown:
+        ap.error(f"--arms: unknown {', '.join(unknown)}")
+    if "pope_no_restate" in args.arms and not args.ablation_model:
+        ap.error("--arms pope_no_restate needs --ablation-model")
+    return args
+
+
+def _is_recipe(name: str) -> bool:
+    from pope_train.recipes import RECIPES
+
+    return name in RECIPES
+
+
+def run(cmd: list[str], log: Path, threads: int) -> None:
+    """One CLI command, its output in `log`; a failure stops the study naming the log."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    if rc:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise SystemExit(f"failed (rc {rc}): {' '.join(cmd)}\n-- {log} --\n{tail}")
+
+
+def build(args: argparse.Namespace, model: str, guidance: str, dest: Path) -> Path:
+    if (dest / "export" / "README.md").exists() or (dest / "summary.json").exists():
+        return dest
+    run([_bin("pope-data"), "build", "--out", str(dest), "--source", "organism",
+         "--source-option", f"difficulty={args.difficulty}",
+         "--source-option", f"easy_difficulty={args.easy_difficulty}",
+         "--limit", str(args.problems), "--model", model, "--engine", "transformers",
+         "--k", str(args.k), "--n", str(args.n), "--max-tokens", str(args.max_tokens),
+         "--temperature", str(args.temperature), "--top-p", "1.0", "--guidance", guidance,
+         "--max-prefix-fraction", str(args.max_prefix_fraction),
+         "--validation-fraction", "0.25", "--seed", "0"], dest.parent / f"{dest.name}.log",
+        threads=2)
+    return dest
+
+
+def held_out(build_dir: Path) -> Path:
+    """The export's held-out hard problems as a pope-eval jsonl (id, problem, answer)."""
+    import polars as pl
+
+    dest = build_dir / "held_out_hard.jsonl"
+    ids = pl.read_parquet(build_dir / "export" / "hard" / "validation.parquet")["extra_info"] \
+        .struct.field("problem_id").to_list()
+    if not ids:
+        raise SystemExit(f"{build_dir}: no hard problems in the validation split")
+    rows = pl.read_parquet(build_dir / "problems.parquet").filter(pl.col("id").is_in(ids))
+    dest.write_text("".join(json.dumps({"id": r["id"], "problem": r["problem"],
+                                        "answer": r["answer"]}) + "\n"
+                            for r in rows.iter_rows(named=True)))
+    return dest
+
+
+def train(args: argparse.Namespace, recipe: str, model: str, build_dir: Path, dest: Path,
+          seed: int) -> Path:
+    if (dest / "final" / "config.json").exists():
+        return dest
+    if dest.exists():  # a run that died: start it again
+        shutil.rmtree(dest)
+    run([_bin("pope-train"), "run", recipe, "--backend", "trl", "--model", model,
+         "--export", str(build_dir / "export"), "--out", str(dest),
+         "--max-steps", str(args.steps), "--seed", str(seed),
+         "--prompts-per-step", str(args.prompts_per_step),
+         "--num-generations", str(args.num_generations),
+         "--max-completion-length", str(args.max_tokens),
+         "--learning-rate", str(args.learning_rate), "--temperature", str(args.temperature),
+         "--save-steps", str(args.steps), "--eval-every", str(args.eval_every),
+         "--eval-samples", str(args.eval_samples)], dest.parent / f"{dest.name}.log", threads=1)
+    return dest
+
+
+def evaluate(args: argparse.Namespace, model: str, data: Path, dest: Path) -> dict:
+    if not (dest / "summary.json").exists():
+        run([_bin("pope-eval"), "pass-at-k", "--data", str(data), "--model", model,
+             "--engine", "transformers", "--n", str(args.passk_samples),
+             "--max-tokens", str(args.max_tokens), "--temperature", str(args.temperature),
+             "--top-p", "1.0", "--seed", "0", "--out", str(dest)],
+            dest.parent / f"{dest.name}.log", threads=1)
+    return json.loads((dest / "summary.json").read_text())
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
+            "values": values}
+
+
+def decide(better: dict, worse: dict) -> str:
+    """The pre-registered rule (bench/RESULTS.md) for 'better > worse' on per-seed values."""
+    margin = max(better["max"] - better["min"], worse["max"] - worse["min"])
+    diff = better["mean"] - worse["mean"]
+    if diff > margin and min(better["values"]) >= worse["mean"]:
+        return "holds"
+    if -diff > margin and min(worse["values"]) >= better["mean"]:
+        return "rejected (reversed)"
+    return "not distinguishable"
+
+
+def summarise(arm: str, runs: list[Path]) -> dict:
+    from pope_train.trl_metrics import read_metrics
+
+    per_seed = [read_metrics(r / "metrics.jsonl") for r in runs]
+    evals = [[x for x in rows if "eval_step" in x] for rows in per_seed]
+    steps = sorted(set.intersection(*[{x["eval_step"] for x in e} for e in evals]))
+    curve = []
+    for s in steps:
+        vals = [next(x for x in e if x["eval_step"] == s) for e in evals]
+        curve.append({"step": s, "solvable": spread([v["eval_solvable"] for v in vals]),
+                      "pass_at_k": {k: spread([v["eval_pass_at_k"][k] for v in vals])
+                                    for k in vals[0]["eval_pass_at_k"]}})
+
+    def mean_of(key: str) -> dict | None:
+        means = []
+        for rows in per_seed:
+            vals = [x[key] for x in rows if "step" in x and x.get(key) is not None]
+            if vals:
+                means.append(statistics.fmean(vals))
+        return spread(means) if means else None
+
+    steps_with_guided_reward = [sum(1 for x in rows if (x.get("reward_guided") or 0) > 0)
+                                for rows in per_seed]
+    return {"arm": arm, "curve": curve,
+            "reward_guided": mean_of("reward_guided"),
+            "reward_unguided": mean_of("reward_unguided"),
+            "entropy": mean_of("entropy"), "step_time": mean_of("step_time"),
+            "steps_with_guided_reward": steps_with_guided_reward,
+            "rollout_tokens": [sum(x.get("response_length", 0) for x in rows if "step" in x)
+                               for rows in per_seed]}
+
+
+def _fmt(s: dict | None, digits: int = 3) -> str:
+    if s is None:
+        return "-"
+    return f"{s['mean']:.{digits}f} [{s['min']:.{digits}f}, {s['max']:.{digits}f}]"
+
+
+def plot(summaries: dict, passk: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    for arm, s in summaries.items():
+        xs = [p["step"] for p in s["curve"]]
+        ax.plot(xs, [p["solvable"]["mean"] for p in s["curve"]], marker="o", label=arm)
+        ax.fill_between(xs, [p["solvable"]["min"] for p in s["curve"]],
+                        [p["solvable"]["max"] for p in s["curve"]], alpha=0.2)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("training hard problems solvable unguided")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("solvable fraction (mean, min-max over seeds)")
+    fig.tight_layout()
+    fig.savefig(out / "solvable.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    for arm, by_k in passk.items():
+        ks = sorted(by_k, key=int)
+        ax.plot([int(k) for k in ks], [by_k[k]["mean"] for k in ks], marker="o", label=arm)
+        ax.fill_between([int(k) for k in ks], [by_k[k]["min"] for k in ks],
+                        [by_k[k]["max"] for k in ks], alpha=0.2)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_ylabel("held-out unguided pass@k")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("pope-eval on the held-out hard split")
+    fig.tight_layout()
+    fig.savefig(out / "pass_at_k.png")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"[{0:6.0f} s] build", flush=True)
+    base_build = build(args, args.model, "pope", out / "build")
+    builds = {"pope": base_build}
+    plan = []  # (arm, recipe, model, build, seed)
+    for arm in args.arms:
+        recipe, model, b = arm, args.model, base_build
+        if arm == "pope_no_revisit":
+            recipe, b = "pope", build(args, args.model, "no-revisit", out / "build-no-revisit")
+        elif arm == "pope_no_restate":
+            recipe, model = "pope", args.ablation_model
+            b = build(args, model, "pope", out / "build-no-restate")
+        builds[arm] = b
+        plan += [(arm, recipe, model, b, seed) for seed in args.seeds]
+    data = held_out(base_build)
+    print(f"[{time.monotonic() - started:6.0f} s] {len(plan)} training runs, {args.jobs} at a time",
+          flush=True)
+
+    def one(item):
+        arm, recipe, model, b, seed = item
+        dest = train(args, recipe, model, b, out / "runs" / f"{arm}-s{seed}", seed)
+        print(f"[{time.monotonic() - started:6.0f} s] trained {arm} seed {seed}", flush=True)
+        return item, dest
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        trained = list(pool.map(one, plan))
+    print(f"[{time.monotonic() - started:6.0f} s] pope-eval", flush=True)
+
+    def score(item):
+        (arm, _, _, _, seed), dest = item
+        return arm, seed, evaluate(args, str(dest / "final"), data, out / "eval" / f"{arm}-s{seed}")
+
+    base_eval = evaluate(args, args.model, data, out / "eval" / "base")
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        scored = list(pool.map(score, trained))
+    runs_by_arm: dict[str, list[Path]] = {}
+    for (arm, *_), dest in trained:
+        runs_by_arm.setdefault(arm, []).append(dest)
+    summaries = {arm: summarise(arm, runs) for arm, runs in runs_by_arm.items()}
+    passk: dict[str, dict] = {"base": {k: spread([v["estimate"]])
+                                       for k, v in base_eval["pass_at_k"].items()}}
+    for arm in runs_by_arm:
+        evals = [s for a, _, s in scored if a == arm]
+        passk[arm] = {k: spread([e["pass_at_k"][k]["estimate"] for e in evals])
+                      for k in evals[0]["pass_at_k"]}
+    final_s = {arm: spread([p["solvable"]["values"] for p in [s["curve"][-1]]][0])
+               for arm, s in summaries.items()}
+    kmax = str(max(int(k) for k in passk["base"]))
+    tests = {"H1 (S)": ("pope", "hard_only", final_s),
+             f"H1 (pass@{kmax})": ("pope", "hard_only", {a: v[kmax] for a, v in passk.items()}),
+             "H2": ("pope_easy_hard", "easy_hard_mix", final_s),
+             "H3": ("pope", "pope_no_revisit", final_s),
+             "H3 (organism)": ("pope", "pope_no_restate", final_s)}
+    decisions = {name: {"better": a, "worse": b, "verdict": decide(table[a], table[b])}
+                 for name, (a, b, table) in tests.items() if a in table and b in table}
+    build_summary = json.loads((base_build / "summary.json").read_text())
+    wall = time.monotonic() - started
+    plot(summaries, passk, out)
+    (out / "results.json").write_text(json.dumps({
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "build": build_summary, "summaries": summaries, "final_solvable": final_s,
+        "pass_at_k": passk, "decisions": decisions, "wall_s": round(wall)}, indent=2) + "\n")
+    lines = [f"Study: `{' '.join(['python', 'bench/organism.py', *(argv or sys.argv[1:])])}`, "
+             f"{round(wall)} s.", "",
+             f"Build: {_counts(build_summary)}", "",
+             "| arm | S(0) | final S | pass@1 | pass@" + kmax + " | guided reward | unguided "
+             "reward | entropy | steps with guided reward > 0 |", "|---|" + "---:|" * 8]
+    for arm, s in summaries.items():
+        lines.append(f"| {arm} | {_fmt(s['curve'][0]['solvable'], 2)} | {_fmt(final_s[arm], 2)} "
+                     f"| {_fmt(passk[arm]['1'])} | {_fmt(passk[arm][kmax])} "
+                     f"| {_fmt(s['reward_guided'])} | {_fmt(s['reward_unguided'])} "
+                     f"| {_fmt(s['entropy'], 2)} | {s['steps_with_guided_reward']} |")
+    lines.append(f"| base | | | {_fmt(passk['base']['1'])} | {_fmt(passk['base'][kmax])} "
+                 "| | | | |")
+    lines += ["", "Mean [min, max] over seeds " + ", ".join(map(str, args.seeds)) + ".", ""]
+    lines += [f"- {name}: {d['better']} > {d['worse']}: **{d['verdict']}**"
+              for name, d in decisions.items()]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def _counts(summary: dict) -> str:
+    keys = ("read", "kept", "hard", "easy", "prefixes_found", "fallbacks")
+    return ", ".join(f"{k} {summary[k]}" for k in keys if k in summary) or json.dumps(summary)[:300]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

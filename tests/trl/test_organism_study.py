@@ -1,0 +1,84 @@
+"""The model-organism study end to end, at CI size: the committed organism -> `pope-data build
+--source organism` -> 20 TRL GRPO steps of `pope` and of `hard_only` -> `pope-eval pass-at-k` ->
+tables and figures, all through `bench/organism.py --quick` and the command lines it calls.
+
+It asserts the pipeline, not the science: which arm wins is the benchmark's finding.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pope_train.trl_metrics import EVAL_FIELDS, read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+ORGANISM = ROOT / "tests" / "data" / "organism"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "quick"
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "organism.py"), "--out", str(out),
+                          "--quick", "--arms", "pope,hard_only", "--seeds", "0"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out
+
+
+def test_the_hard_set_is_zero_of_k_and_most_hard_problems_get_a_minimal_prefix(study):
+    curate = pl.read_parquet(study / "build" / "curate.parquet")
+    hard = curate.filter(pl.col("hard"))
+    assert hard.height >= 4
+    assert (hard["correct"] == 0).all() and (hard["drawn"] == hard["k"]).all()
+    assert (hard["k"] >= 64).all()
+    easy = curate.filter(~pl.col("hard"))
+    assert easy.height >= 4 and (easy["correct"] >= 1).all()  # the easy set of the same family
+    prefixes = pl.read_parquet(study / "build" / "prefixes.parquet")
+    assert set(prefixes["problem_id"]) == set(hard["id"])
+    found = prefixes.filter(~pl.col("fallback"))
+    assert found.height > prefixes.height / 2
+    assert (found["i_star"] < found["num_segments"]).all()
+
+
+def test_pope_learns_from_guided_rollouts_and_hard_only_gets_no_update_without_a_success(study):
+    pope = [r for r in read_metrics(study / "runs" / "pope-s0" / "metrics.jsonl") if "step" in r]
+    hard = [r for r in read_metrics(study / "runs" / "hard_only-s0" / "metrics.jsonl")
+            if "step" in r]
+    assert len(pope) == len(hard) == 20
+    assert any((r["reward_guided"] or 0) > 0 for r in pope)
+    assert any(r["grad_norm"] > 0 for r in pope)
+    assert all(r["reward_guided"] is None for r in hard)
+    silent = [r for r in hard if r["reward"] == 0]
+    assert len(silent) >= len(hard) // 2  # 0 of 64 at the build: most steps see no success
+    # No correct rollout in a group: every advantage is 0, so loss and gradient are exactly 0.
+    assert all(r["loss"] == 0.0 and r["grad_norm"] == 0.0 for r in silent)
+    if len(silent) == len(hard):  # and then the weights never moved
+        from safetensors.numpy import load_file
+
+        base = load_file(ORGANISM / "model.safetensors")
+        final = load_file(study / "runs" / "hard_only-s0" / "final" / "model.safetensors")
+        assert all((final[k] == v).all() for k, v in base.items())
+
+
+def test_the_evaluation_callback_and_pope_eval_report_every_arm(study):
+    for arm in ("pope", "hard_only"):
+        evals = [r for r in read_metrics(study / "runs" / f"{arm}-s0" / "metrics.jsonl")
+                 if "eval_step" in r]
+        assert [r["eval_step"] for r in evals] == [0, 10, 20]
+        assert all(set(EVAL_FIELDS) <= set(r) for r in evals)
+        assert evals[0]["eval_solvable"] == 0.0  # the hard set, by construction
+        summary = json.loads((study / "eval" / f"{arm}-s0" / "summary.json").read_text())
+        assert "8" in summary["pass_at_k"]
+    results = json.loads((study / "results.json").read_text())
+    assert set(results["summaries"]) == {"pope", "hard_only"}
+    assert results["final_solvable"]["pope"]["values"] and "H1 (S)" in results["decisions"]
+    table = (study / "results.md").read_text()
+    assert "| pope |" in table and "| hard_only |" in table and "| base |" in table
+    for png in ("solvable.png", "pass_at_k.png"):
+        assert (study / png).stat().st_size > 5000
