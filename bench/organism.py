@@ -232,44 +232,42 @@ def _fmt(s: dict | None, digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f} [{s['min']:.{digits}f}, {s['max']:.{digits}f}]"
 
 
-def plot(summaries: dict, passk: dict, out: Path) -> None:
+def _band_plot(series: dict[str, list[tuple[float, dict]]], path: Path, *, xlabel: str,
+               ylabel: str, title: str, log2_x: bool = False) -> None:
+    """One line per arm (the mean over seeds) with its min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
-    for arm, s in summaries.items():
-        xs = [p["step"] for p in s["curve"]]
-        ax.plot(xs, [p["solvable"]["mean"] for p in s["curve"]], marker="o", label=arm)
-        ax.fill_between(xs, [p["solvable"]["min"] for p in s["curve"]],
-                        [p["solvable"]["max"] for p in s["curve"]], alpha=0.2)
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("training hard problems solvable unguided")
+    for arm, points in series.items():
+        xs = [x for x, _ in points]
+        ax.plot(xs, [v["mean"] for _, v in points], marker="o", label=arm)
+        ax.fill_between(xs, [v["min"] for _, v in points], [v["max"] for _, v in points],
+                        alpha=0.2)
+    if log2_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("solvable fraction (mean, min-max over seeds)")
+    ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(out / "solvable.png")
+    fig.savefig(path)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
-    for arm, by_k in passk.items():
-        ks = sorted(by_k, key=int)
-        ax.plot([int(k) for k in ks], [by_k[k]["mean"] for k in ks], marker="o", label=arm)
-        ax.fill_between([int(k) for k in ks], [by_k[k]["min"] for k in ks],
-                        [by_k[k]["max"] for k in ks], alpha=0.2)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.set_ylabel("held-out unguided pass@k")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("pope-eval on the held-out hard split")
-    fig.tight_layout()
-    fig.savefig(out / "pass_at_k.png")
-    plt.close(fig)
+
+def plot(summaries: dict, passk: dict, out: Path) -> None:
+    _band_plot({arm: [(p["step"], p["solvable"]) for p in s["curve"]]
+                for arm, s in summaries.items()}, out / "solvable.png", xlabel="GRPO step",
+               ylabel="training hard problems solvable unguided",
+               title="solvable fraction (mean, min-max over seeds)")
+    _band_plot({arm: [(int(k), by_k[k]) for k in sorted(by_k, key=int)]
+                for arm, by_k in passk.items()}, out / "pass_at_k.png", xlabel="k",
+               ylabel="held-out unguided pass@k", title="pope-eval on the held-out hard split",
+               log2_x=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,3 +144,32 @@ def test_draw_sum_keeps_the_knob_and_range_for_many_seeds():
     for seed in range(200):
         s = draw_sum(random.Random(seed), 10)
         assert len(s.operands) == 10 and LOW <= s.answer <= HIGH
+
+
+def test_the_organism_source_through_pope_data_build_checks_its_options_first(tmp_path):
+    from pope_cli.data import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    for option, named in (("difficulty=40", "organism difficulty: must be an integer in 1..16"),
+                          ("depth=3", "expected KEY=VALUE with KEY one of difficulty, "
+                                      "easy_difficulty"),
+                          ("easy_difficulty=two", "'two' is not a int")):
+        out = tmp_path / option.split("=")[0]
+        res = runner.invoke(app, ["build", "--source", "organism", "--source-option", option,
+                                  "--model", "tests/data/organism", "--out", str(out)])
+        assert res.exit_code != 0
+        assert named in " ".join(res.output.split()), res.output
+        assert not (out / "journal.sqlite").exists()
+
+
+def test_the_organism_source_makes_hard_and_easy_problems_of_one_family():
+    from pope_data.sources import get_source
+
+    spec = get_source("organism")
+    options = spec.parse_source_options(["difficulty=9", "easy_difficulty=2"])
+    problems = spec.generate(6, seed=4, **options)
+    assert [p.difficulty for p in problems] == [9, 2, 9, 2, 9, 2]
+    assert len({p.id for p in problems}) == 6 and spec.default_limit == 32
+    assert [p.id for p in spec.generate(6, seed=4, **options)] == [p.id for p in problems]
+    assert spec.can_overlap_eval_sets is False and spec.license == "apache-2.0"
