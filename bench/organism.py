@@ -194,7 +194,7 @@ def decide(better: dict, worse: dict) -> str:
     return "not distinguishable"
 
 
-def summarise(arm: str, runs: list[Path]) -> dict:
+def summarise(arm: str, runs: list[Path], rollouts: int) -> dict:
     from pope_train.trl_metrics import read_metrics
 
     per_seed = [read_metrics(r / "metrics.jsonl") for r in runs]
@@ -222,8 +222,9 @@ def summarise(arm: str, runs: list[Path]) -> dict:
             "reward_unguided": mean_of("reward_unguided"),
             "entropy": mean_of("entropy"), "step_time": mean_of("step_time"),
             "steps_with_guided_reward": steps_with_guided_reward,
-            "rollout_tokens": [sum(x.get("response_length", 0) for x in rows if "step" in x)
-                               for rows in per_seed]}
+            # mean rollout length x rollouts per step, summed over steps
+            "rollout_tokens": [round(sum((x.get("response_length") or 0) * rollouts
+                                         for x in rows if "step" in x)) for rows in per_seed]}
 
 
 def _fmt(s: dict | None, digits: int = 3) -> str:
@@ -312,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     runs_by_arm: dict[str, list[Path]] = {}
     for (arm, *_), dest in trained:
         runs_by_arm.setdefault(arm, []).append(dest)
-    summaries = {arm: summarise(arm, runs) for arm, runs in runs_by_arm.items()}
+    rollouts = args.prompts_per_step * args.num_generations
+    summaries = {arm: summarise(arm, runs, rollouts) for arm, runs in runs_by_arm.items()}
     passk: dict[str, dict] = {"base": {k: spread([v["estimate"]])
                                        for k, v in base_eval["pass_at_k"].items()}}
     for arm in runs_by_arm:
