@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.pope_vs_hard_only import held_out_hard  # noqa: E402
+
 CORE_ARMS = ("hard_only", "pope", "easy_hard_mix", "pope_easy_hard")
 ABLATIONS = {"pope_no_revisit": ("pope", "no-revisit"), "pope_no_restate": ("pope", "restate")}
 ORGANISM = ROOT / "tests" / "data" / "organism"
@@ -131,22 +133,6 @@ def build(args: argparse.Namespace, model: str, guidance: str, dest: Path) -> Pa
          "--max-prefix-fraction", str(args.max_prefix_fraction),
          "--validation-fraction", "0.25", "--seed", "0"], dest.parent / f"{dest.name}.log",
         threads=2)
-    return dest
-
-
-def held_out(build_dir: Path) -> Path:
-    """The export's held-out hard problems as a pope-eval jsonl (id, problem, answer)."""
-    import polars as pl
-
-    dest = build_dir / "held_out_hard.jsonl"
-    ids = pl.read_parquet(build_dir / "export" / "hard" / "validation.parquet")["extra_info"] \
-        .struct.field("problem_id").to_list()
-    if not ids:
-        raise SystemExit(f"{build_dir}: no hard problems in the validation split")
-    rows = pl.read_parquet(build_dir / "problems.parquet").filter(pl.col("id").is_in(ids))
-    dest.write_text("".join(json.dumps({"id": r["id"], "problem": r["problem"],
-                                        "answer": r["answer"]}) + "\n"
-                            for r in rows.iter_rows(named=True)))
     return dest
 
 
@@ -289,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             b = build(args, model, "pope", out / "build-no-restate")
         builds[arm] = b
         plan += [(arm, recipe, model, b, seed) for seed in args.seeds]
-    data = held_out(base_build)
+    data = held_out_hard(base_build, base_build / "held_out_hard.jsonl")
     print(f"[{time.monotonic() - started:6.0f} s] {len(plan)} training runs, {args.jobs} at a time",
           flush=True)
 
@@ -321,8 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         evals = [s for a, _, s in scored if a == arm]
         passk[arm] = {k: spread([e["pass_at_k"][k]["estimate"] for e in evals])
                       for k in evals[0]["pass_at_k"]}
-    final_s = {arm: spread([p["solvable"]["values"] for p in [s["curve"][-1]]][0])
-               for arm, s in summaries.items()}
+    final_s = {arm: s["curve"][-1]["solvable"] for arm, s in summaries.items()}
     kmax = str(max(int(k) for k in passk["base"]))
     tests = {"H1 (S)": ("pope", "hard_only", final_s),
              f"H1 (pass@{kmax})": ("pope", "hard_only", {a: v[kmax] for a, v in passk.items()}),
@@ -359,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _counts(summary: dict) -> str:
-    keys = ("read", "kept", "hard", "easy", "prefixes_found", "fallbacks")
+    keys = ("problems", "hard", "easy", "guided", "fallback")
     return ", ".join(f"{k} {summary[k]}" for k in keys if k in summary) or json.dumps(summary)[:300]
 
 
