@@ -15,6 +15,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from pope_eval.errors import ConfigError
 from pope_train.organism_model import OrganismConfig, RegimeConfig, pretrain, regime_check
 
 
@@ -55,8 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     datasets.disable_progress_bars()
     values = {f.name: getattr(args, f.name) for f in fields(OrganismConfig)
               if f.name not in ("seed", "restate")}
-    cfg = OrganismConfig(seed=args.seed, restate=not args.no_restate, **values)
-    record = pretrain(cfg, args.out)
+    try:
+        cfg = OrganismConfig(seed=args.seed, restate=not args.no_restate, **values)
+        record = pretrain(cfg, args.out)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"pretrained {record['parameters']:,} parameters in {record['wall_s']} s, "
           f"final loss {record['final_loss']:.4f} -> {args.out}")
     if args.skip_check:

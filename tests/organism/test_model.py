@@ -119,3 +119,32 @@ def test_pretraining_writes_a_model_folder_that_pope_loads(tmp_path):
     finally:
         engine.close()
     assert len(out[0].samples) == 2 and all(1 <= s.tokens <= 8 for s in out[0].samples)
+
+
+@pytest.mark.slow
+def test_make_organism_command_pretrains_and_checks_the_regime(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "organism"
+    root = Path(__file__).parents[2]
+    res = subprocess.run(
+        [sys.executable, str(root / "scripts" / "make_organism.py"), "--out", str(out),
+         "--seed", "1", "--hidden-size", "32", "--intermediate-size", "64", "--layers", "1",
+         "--heads", "2", "--examples", "64", "--max-steps", "2", "--batch-size", "2",
+         "--pack-length", "256", "--warmup-steps", "1", "--log-every", "1",
+         "--difficulties", "1,2", "--check-difficulties", "1", "--check-guided", "2",
+         "--check-problems", "1", "--k", "2", "--n", "1", "--max-tokens", "8"],
+        capture_output=True, text=True, cwd=root, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    record = json.loads((out / "pretrain.json").read_text())
+    assert record["config"]["difficulties"] == [1, 2] and record["config"]["seed"] == 1
+    regime = json.loads((out / "regime.json").read_text())
+    assert regime["unguided"]["1"]["samples"] == 2
+    assert set(regime["guided"]["2"]) == {"1", "2"}
+    # A second run into the same folder is refused before anything is trained.
+    again = subprocess.run([sys.executable, str(root / "scripts" / "make_organism.py"),
+                            "--out", str(out)], capture_output=True, text=True, cwd=root,
+                           timeout=600)
+    assert again.returncode == 2 and "not an empty folder" in again.stderr
+    assert "Traceback" not in again.stderr
