@@ -87,11 +87,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--eval-samples", type=int, default=32)
     ap.add_argument("--passk-samples", type=int, default=32, help="pope-eval samples per problem")
+    ap.add_argument("--refresh-every", type=int, default=10,
+                    help="pope_online: re-search the prefixes every N steps")
+    ap.add_argument("--refresh-n", type=int, default=None,
+                    help="pope_online: samples per probed prefix (default --n, the build's)")
     ap.add_argument("--jobs", type=int, default=2, help="training runs at a time")
     args = ap.parse_args(argv)
     if args.quick:
         args.problems, args.steps, args.eval_every = 24, 20, 10
         args.eval_samples = args.passk_samples = 8
+    if args.refresh_n is None:
+        args.refresh_n = args.n
     if args.max_tokens is None:
         args.max_tokens = 20 * (args.difficulty + 2) + 16  # lines of 20 tokens, the answer line
     unknown = [a for a in args.arms if a not in ABLATIONS and not _is_recipe(a)]
@@ -150,7 +156,9 @@ def train(args: argparse.Namespace, recipe: str, model: str, build_dir: Path, de
          "--max-completion-length", str(args.max_tokens),
          "--learning-rate", str(args.learning_rate), "--temperature", str(args.temperature),
          "--save-steps", str(args.steps), "--eval-every", str(args.eval_every),
-         "--eval-samples", str(args.eval_samples)], dest.parent / f"{dest.name}.log", threads=1)
+         "--eval-samples", str(args.eval_samples),
+         *(["--refresh-every", str(args.refresh_every), "--refresh-n", str(args.refresh_n)]
+           if recipe == "pope_online" else [])], dest.parent / f"{dest.name}.log", threads=1)
     return dest
 
 
@@ -180,16 +188,44 @@ def decide(better: dict, worse: dict) -> str:
     return "not distinguishable"
 
 
+def run_tokens(rows: list[dict], rollouts: int) -> dict:
+    """What one run generated: rollout tokens (the step's own count, hinted regenerations
+    included; runs that predate it: mean length x rollouts), refresh tokens (re-search with the
+    policy), the solution tokens shown in prompts, and cumulative totals at each evaluation step
+    (the tokens spent to reach it: rollouts of steps <= s, refreshes made before step s)."""
+    steps = [x for x in rows if "step" in x]
+    refreshes = [x for x in rows if "refresh_step" in x]
+
+    def rollout(x: dict) -> float:
+        if x.get("rollout_tokens") is not None:
+            return x["rollout_tokens"]
+        return (x.get("response_length") or 0) * rollouts
+
+    at = {}
+    for e in (x for x in rows if "eval_step" in x):
+        s = e["eval_step"]
+        at[s] = (sum(rollout(x) for x in steps if x["step"] <= s)
+                 + sum(r["refresh_tokens"] for r in refreshes if r["refresh_step"] < s))
+    rollout_total = sum(rollout(x) for x in steps)
+    refresh_total = sum(r["refresh_tokens"] for r in refreshes)
+    return {"rollout": round(rollout_total), "refresh": round(refresh_total),
+            "total": round(rollout_total + refresh_total),
+            "guidance": round(sum(x.get("guidance_tokens") or 0 for x in steps)),
+            "at_eval": at}
+
+
 def summarise(arm: str, runs: list[Path], rollouts: int) -> dict:
     from pope_train.trl_metrics import read_metrics
 
     per_seed = [read_metrics(r / "metrics.jsonl") for r in runs]
     evals = [[x for x in rows if "eval_step" in x] for rows in per_seed]
+    tokens = [run_tokens(rows, rollouts) for rows in per_seed]
     steps = sorted(set.intersection(*[{x["eval_step"] for x in e} for e in evals]))
     curve = []
     for s in steps:
         vals = [next(x for x in e if x["eval_step"] == s) for e in evals]
         curve.append({"step": s, "solvable": spread([v["eval_solvable"] for v in vals]),
+                      "total_tokens": spread([t["at_eval"][s] for t in tokens]),
                       "pass_at_k": {k: spread([v["eval_pass_at_k"][k] for v in vals])
                                     for k in vals[0]["eval_pass_at_k"]}})
 
@@ -203,14 +239,23 @@ def summarise(arm: str, runs: list[Path], rollouts: int) -> dict:
 
     steps_with_guided_reward = [sum(1 for x in rows if (x.get("reward_guided") or 0) > 0)
                                 for rows in per_seed]
+    refreshes = [[x for x in rows if "refresh_step" in x] for rows in per_seed]
+    final_s = [e[-1]["eval_solvable"] for e in evals]
     return {"arm": arm, "curve": curve,
             "reward_guided": mean_of("reward_guided"),
             "reward_unguided": mean_of("reward_unguided"),
             "entropy": mean_of("entropy"), "step_time": mean_of("step_time"),
+            "hinted_groups": mean_of("hinted_groups"),
             "steps_with_guided_reward": steps_with_guided_reward,
-            # mean rollout length x rollouts per step, summed over steps
-            "rollout_tokens": [round(sum((x.get("response_length") or 0) * rollouts
-                                         for x in rows if "step" in x)) for rows in per_seed]}
+            "rollout_tokens": [t["rollout"] for t in tokens],
+            "refresh_tokens": [t["refresh"] for t in tokens],
+            "total_tokens": spread([float(t["total"]) for t in tokens]),
+            "guidance_tokens": spread([float(t["guidance"]) for t in tokens]),
+            # final solvable fraction per million generated tokens (rollouts + refreshes)
+            "solvable_per_mtok": spread([s / t["total"] * 1e6 for s, t in zip(final_s, tokens)]),
+            "refreshes": [[{k: r[k] for k in ("refresh_step", "refresh_istar_hist",
+                                              "refresh_graduated", "refresh_tokens")}
+                           for r in rs] for rs in refreshes]}
 
 
 def _fmt(s: dict | None, digits: int = 3) -> str:
@@ -251,6 +296,11 @@ def plot(summaries: dict, passk: dict, out: Path) -> None:
                 for arm, s in summaries.items()}, out / "solvable.png", xlabel="GRPO step",
                ylabel="training hard problems solvable unguided",
                title="solvable fraction (mean, min-max over seeds)")
+    _band_plot({arm: [(p["total_tokens"]["mean"], p["solvable"]) for p in s["curve"]]
+                for arm, s in summaries.items()}, out / "solvable_tokens.png",
+               xlabel="tokens generated (rollouts + re-search; mean over seeds)",
+               ylabel="training hard problems solvable unguided",
+               title="solvable fraction at its full price")
     _band_plot({arm: [(int(k), by_k[k]) for k in sorted(by_k, key=int)]
                 for arm, by_k in passk.items()}, out / "pass_at_k.png", xlabel="k",
                ylabel="held-out unguided pass@k", title="pope-eval on the held-out hard split",
@@ -309,11 +359,24 @@ def main(argv: list[str] | None = None) -> int:
                       for k in evals[0]["pass_at_k"]}
     final_s = {arm: s["curve"][-1]["solvable"] for arm, s in summaries.items()}
     kmax = str(max(int(k) for k in passk["base"]))
+
+    def by(key: str) -> dict:
+        return {arm: s[key] for arm, s in summaries.items()}
+
+    def fewer(key: str) -> dict:  # "better" = fewer: the rule compares the negated values
+        return {arm: spread([-v for v in s[key]["values"]]) for arm, s in summaries.items()}
+
     tests = {"H1 (S)": ("pope", "hard_only", final_s),
              f"H1 (pass@{kmax})": ("pope", "hard_only", {a: v[kmax] for a, v in passk.items()}),
              "H2": ("pope_easy_hard", "easy_hard_mix", final_s),
              "H3": ("pope", "pope_no_revisit", final_s),
-             "H3 (organism)": ("pope", "pope_no_restate", final_s)}
+             "H3 (organism)": ("pope", "pope_no_restate", final_s),
+             "H4 (S)": ("pope_online", "pope", final_s),
+             "H4 (guidance tokens, fewer)": ("pope_online", "pope", fewer("guidance_tokens")),
+             "H4 (total tokens, fewer)": ("pope_online", "pope", fewer("total_tokens")),
+             "H4 (S per token)": ("pope_online", "pope", by("solvable_per_mtok")),
+             "H5 (S)": ("pope_online", "ghpo", final_s),
+             "H6 (S)": ("pope_online", "fixed_ratio", final_s)}
     decisions = {name: {"better": a, "worse": b, "verdict": decide(table[a], table[b])}
                  for name, (a, b, table) in tests.items() if a in table and b in table}
     build_summary = json.loads((base_build / "summary.json").read_text())
@@ -327,14 +390,23 @@ def main(argv: list[str] | None = None) -> int:
              f"{round(wall)} s.", "",
              f"Build: {_counts(build_summary)}", "",
              "| arm | S(0) | final S | pass@1 | pass@" + kmax + " | guided reward | unguided "
-             "reward | entropy | steps with guided reward > 0 |", "|---|" + "---:|" * 8]
+             "reward | entropy | steps with guided reward > 0 | tokens generated | guidance "
+             "tokens shown | final S per M tokens |", "|---|" + "---:|" * 11]
     for arm, s in summaries.items():
         lines.append(f"| {arm} | {_fmt(s['curve'][0]['solvable'], 2)} | {_fmt(final_s[arm], 2)} "
                      f"| {_fmt(passk[arm]['1'])} | {_fmt(passk[arm][kmax])} "
                      f"| {_fmt(s['reward_guided'])} | {_fmt(s['reward_unguided'])} "
-                     f"| {_fmt(s['entropy'], 2)} | {s['steps_with_guided_reward']} |")
+                     f"| {_fmt(s['entropy'], 2)} | {s['steps_with_guided_reward']} "
+                     f"| {_fmt(s['total_tokens'], 0)} | {_fmt(s['guidance_tokens'], 0)} "
+                     f"| {_fmt(s['solvable_per_mtok'], 2)} |")
     lines.append(f"| base | | | {_fmt(passk['base']['1'])} | {_fmt(passk['base'][kmax])} "
-                 "| | | | |")
+                 "| | | | | | | |")
+    online = [(arm, s["refreshes"]) for arm, s in summaries.items() if any(s["refreshes"])]
+    for arm, per_seed in online:
+        lines += ["", f"{arm} refreshes (step: prefix histogram, graduated, tokens), per seed:"]
+        lines += [f"- seed {seed}: " + "; ".join(
+            f"{r['refresh_step']}: {r['refresh_istar_hist']}, {r['refresh_graduated']}, "
+            f"{r['refresh_tokens']}" for r in rs) for seed, rs in zip(args.seeds, per_seed)]
     lines += ["", "Mean [min, max] over seeds " + ", ".join(map(str, args.seeds)) + ".", ""]
     lines += [f"- {name}: {d['better']} > {d['worse']}: **{d['verdict']}**"
               for name, d in decisions.items()]

@@ -30,7 +30,10 @@ class Recipe:
     either its settings (verl: none here, its settings are pope_train/config/NAME.yaml; trl:
     GRPOConfig fields changed from the paper's GRPO) or `Unsupported(why)`. A backend not named
     does not run the recipe. `sft`: GRPO starts from a supervised fine-tune of the model on the
-    hard problems' correct solutions (pope_train.sft), not from the model itself.
+    hard problems' correct solutions (pope_train.sft), not from the model itself. `guidance`:
+    what its guided rows show as training goes (pope_train.guidance.GUIDANCE_KINDS); anything
+    but "static" needs a training loop that re-renders prompts, which TRL's has and verl's fit()
+    does not (docs/training.md, "Guidance during training").
     """
 
     name: str
@@ -38,6 +41,13 @@ class Recipe:
     subsets: tuple[str, ...]
     backends: Mapping[str, Mapping[str, Any] | Unsupported] = field(default_factory=dict)
     sft: bool = False
+    guidance: str = "static"
+
+    def __post_init__(self) -> None:
+        from pope_train.guidance import GUIDANCE_KINDS
+
+        if self.guidance not in GUIDANCE_KINDS:
+            raise ValueError(f"recipe {self.name}: unknown guidance {self.guidance!r}")
 
     def supports(self, backend: str) -> bool:
         return isinstance(self.backends.get(backend), Mapping)
@@ -87,3 +97,18 @@ _add(Recipe("pope_easy_hard", "POPE plus easy problems: the guided 1:1 mix toget
 _add(Recipe("sft_then_rl", "Baseline: SFT on correct solutions of the hard problems (default: the "
             "model's correct guided traces), then GRPO on the hard problems from that checkpoint.",
             ("hard",), {"verl": {}, "trl": {}}, sft=True))
+
+# Guidance that changes during training (pope_train.guidance). verl's trainer reads its parquet
+# once through its dataloader and its fit() loop takes no callback: docs/training.md says what the
+# hook would be.
+_VERL_NO_HOOK = Unsupported("verl's fit() loop has no per-step hook to re-render prompts or "
+                            "regenerate a group (docs/training.md, \"Guidance during training\")")
+_add(Recipe("pope_online", "POPE with online guidance: every --refresh-every steps each hard "
+            "problem's prefix is re-searched with the policy (never longer); i* = 0 graduates it.",
+            ("mix",), {"verl": _VERL_NO_HOOK, "trl": {}}, guidance="online"))
+_add(Recipe("fixed_ratio", "Baseline (QuestA-style): the 1:1 mix with a fixed share of the "
+            "solution as guidance, by phase (--ratio-schedule, default 50% then 25%).",
+            ("mix",), {"verl": _VERL_NO_HOOK, "trl": {}}, guidance="ratio"))
+_add(Recipe("ghpo", "Baseline (GHPO-style): hard problems only; a group whose rollouts all failed "
+            "is regenerated with 25%, then 50%, then 75% of the solution (--ghpo-ratios).",
+            ("hard",), {"verl": _VERL_NO_HOOK, "trl": {}}, guidance="ghpo"))

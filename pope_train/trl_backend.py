@@ -19,10 +19,13 @@ from pope_eval.errors import ConfigError, require
 from pope_eval.options import option
 from pope_eval.runinfo import LOCK_OWNER, RunLock, lock_run_dir
 from pope_train.data import check_data_file, check_inputs, check_same_schema, export_train_files
+from pope_train.guidance import parse_ratios
 from pope_train.recipes import RECIPES
 from pope_train.reward import compute_score_batch
 from pope_train.sft import SftData, SftOptions, sft_data
 from pope_train.trl_eval import EvalPlan, check_eval_options, eval_callback, plan_evaluation
+from pope_train.trl_guidance import (GUIDANCE_DIR, Guide, GuidePlan, check_guidance_options,
+                                     guided_trainer_class, plan_guidance, refresh_callback)
 from pope_train.trl_metrics import MetricsWriter, batch_stats, plot_metrics, step_record
 from pope_train.trl_sft import SFT_DIR, SftProgress, run_sft
 
@@ -100,6 +103,18 @@ class TrlOptions(SftOptions):
     eval_max_tokens: int | None = option(None, "Max tokens per evaluation sample; default "
                                          "--max-completion-length.")
     eval_batch_size: int = option(64, "Sequences per evaluation batch.", operational=True)
+    refresh_every: int = option(10, "Online guidance (config pope_online): re-search each hard "
+                                "problem's prefix with the policy every N steps.")
+    refresh_n: int = option(8, "Online guidance: samples per probed prefix; a prefix works when "
+                            ">= 1 of N is correct (the build's rule).")
+    ratio_schedule: tuple[float, ...] = option(
+        (0.5, 0.25), "Fixed-ratio guidance (config fixed_ratio): shares of the solution shown, "
+        "one per equal phase of --max-steps, e.g. '0.5,0.25'.",
+        parse=lambda text: parse_ratios(text, "--ratio-schedule"))
+    ghpo_ratios: tuple[float, ...] = option(
+        (0.25, 0.5, 0.75), "GHPO-style hinting (config ghpo): shares of the solution tried in "
+        "turn on a group whose rollouts all failed, e.g. '0.25,0.5,0.75'.",
+        parse=lambda text: parse_ratios(text, "--ghpo-ratios"))
 
     def __post_init__(self) -> None:
         if not self.out_dir or not str(self.out_dir).strip():
@@ -122,6 +137,11 @@ class TrlOptions(SftOptions):
             raise ConfigError(f"beta: must be >= 0, got {self.beta}")
         if self.vllm not in VLLM_CHOICES:
             raise ConfigError(f"vllm: unknown {self.vllm!r}; choose one of {', '.join(VLLM_CHOICES)}")
+        if self.refresh_every < 1 or self.refresh_n < 1:
+            raise ConfigError(f"refresh_every, refresh_n: must be >= 1, got {self.refresh_every}, "
+                              f"{self.refresh_n}")
+        for name in ("ratio_schedule", "ghpo_ratios"):
+            parse_ratios(",".join(map(str, getattr(self, name))), "--" + name.replace("_", "-"))
         super().__post_init__()
         check_eval_options(self)
 
@@ -138,6 +158,7 @@ class TrlConfig(TrlOptions):
     def __post_init__(self) -> None:
         check_inputs(self.config, "trl", self.model, self.train_files, self.export_dir)
         super().__post_init__()
+        check_guidance_options(self, RECIPES[self.config].guidance)
 
 
 @dataclass(frozen=True)
@@ -152,6 +173,7 @@ class TrlPlan:
     evaluation: EvalPlan | None = None
     sft: dict[str, Any] | None = None  # SFTConfig fields of the SFT stage (configs with one)
     sft_data: SftData | None = None
+    guide: GuidePlan | None = None  # guidance during training (pope_train.trl_guidance)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary (the CLI's --dry-run, run_config.json)."""
@@ -162,7 +184,8 @@ class TrlPlan:
                 "grpo_config": self.grpo,
                 "evaluation": self.evaluation.describe() if self.evaluation else None,
                 "sft_config": self.sft,
-                "sft_data": self.sft_data.describe() if self.sft_data else None}
+                "sft_data": self.sft_data.describe() if self.sft_data else None,
+                "guidance": self.guide.describe() if self.guide else None}
 
 
 def _train_files(cfg: TrlConfig) -> list[str]:
@@ -343,7 +366,8 @@ def plan_trl(cfg: TrlConfig) -> TrlPlan:
                                                                         cfg.sft_data)
     return TrlPlan(config=cfg, train_files=tuple(files), hard_ids=hard, model_path=model_path,
                    grpo=grpo, evaluation=plan_evaluation(cfg, files, hard, grpo), sft=sft,
-                   sft_data=data)
+                   sft_data=data, guide=plan_guidance(cfg, RECIPES[cfg.config].guidance, hard,
+                                                      grpo, model_path))
 
 
 class PopeReward:
@@ -356,6 +380,7 @@ class PopeReward:
     def __init__(self, hard_ids: frozenset[str]) -> None:
         self.hard_ids = hard_ids
         self.rows_graded = {"guided": 0, "unguided": 0}
+        self.last_scores: list[float] = []  # the latest batch's, in row order (GHPO hinting)
 
     def __call__(self, prompts: list, completions: list, reward_model: list[Mapping[str, Any]],
                  extra_info: list[Mapping[str, Any]], data_source: list[str],
@@ -366,6 +391,7 @@ class PopeReward:
         golds = [r["ground_truth"] for r in reward_model]
         results = compute_score_batch(data_source, texts, golds, extra_info)
         scores = [r["score"] for r in results]
+        self.last_scores = scores
         for r in results:
             self.rows_graded["guided" if r["guided"] else "unguided"] += 1
         if log_metric is not None:
@@ -449,7 +475,8 @@ def _train(plan: TrlPlan, out: Path, progress: StepProgress | None,
     reward = PopeReward(plan.hard_ids)
     sft_model = (run_sft(plan.sft, plan.sft_data, plan.model_path, sft_progress)
                  if plan.sft_data is not None else None)
-    trainer = GRPOTrainer(
+    trainer_class = guided_trainer_class() if plan.guide else GRPOTrainer
+    trainer = trainer_class(
         model=str(sft_model or plan.model_path),
         reward_funcs=reward,
         args=GRPOConfig(**plan.grpo),
@@ -459,6 +486,15 @@ def _train(plan: TrlPlan, out: Path, progress: StepProgress | None,
     )
     # disable_tqdm makes Trainer print every log dict; the CLI owns the console.
     trainer.remove_callback(PrinterCallback)
+    if plan.guide:
+        tokenizer = trainer.processing_class
+        guide = Guide(plan.guide, cfg.num_generations,
+                      lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        trainer.pope_guide, trainer.pope_reward = guide, reward
+        if guide.hints is not None:
+            guide.hint_log = out / GUIDANCE_DIR / "hints.jsonl"
+        if plan.guide.kind == "online":
+            trainer.add_callback(refresh_callback(guide, out, writer.write, cfg.seed))
     log.info("TRL GRPO: %s on %d rows, %d steps", cfg.config, len(dataset), cfg.max_steps)
     trainer.train()
     final = out / "final"

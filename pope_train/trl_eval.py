@@ -190,21 +190,26 @@ def aggregate(hard_counts: Sequence[tuple[int, int]], heldout_counts: Sequence[t
             "eval_pass_at_k": pass_at_k, "eval_pass_at_k_problems": len(heldout_counts)}
 
 
+def live_engine(model: Any, tokenizer: Any, *, seed: int, batch_size: int) -> Any:
+    """pope's transformers engine over the policy being trained (no reload, no copy): what the
+    evaluation and the guidance refresh (pope_train.trl_guidance) sample from."""
+    from pope_eval.engines.transformers_engine import TransformersEngine
+
+    return TransformersEngine(
+        model=str(getattr(model, "name_or_path", "policy")), model_obj=model, tokenizer=tokenizer,
+        seed=seed, max_batch_size=batch_size, device=str(next(model.parameters()).device),
+        dtype=str(model.dtype).replace("torch.", ""))
+
+
 def evaluate_policy(plan: EvalPlan, model: Any, tokenizer: Any, step: int) -> dict[str, Any]:
     """One metrics.jsonl evaluation record of `model` as it is now, sampled through pope's
     transformers engine (no reload, no gradient) and graded by math-verify. The model is in eval
     mode while it generates and back in its previous mode after."""
-    from pope_eval.engines.transformers_engine import TransformersEngine
-
     start = time.perf_counter()
     problems = (*plan.hard, *plan.heldout)
     requests = [GenerationRequest(messages=p.messages, n=plan.samples, sampling=plan.sampling,
                                   seed=eval_seed(p.id), tag=p.id) for p in problems]
-    engine = TransformersEngine(
-        model=str(getattr(model, "name_or_path", "policy")), model_obj=model, tokenizer=tokenizer,
-        seed=plan.sampling.seed, max_batch_size=plan.batch_size,
-        device=str(next(model.parameters()).device),
-        dtype=str(model.dtype).replace("torch.", ""))
+    engine = live_engine(model, tokenizer, seed=plan.sampling.seed, batch_size=plan.batch_size)
     was_training = model.training
     model.eval()
     try:

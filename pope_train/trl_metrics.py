@@ -27,6 +27,12 @@ STEP_FIELDS: dict[str, str] = {
     "grad_norm": "grad_norm",
     "learning_rate": "learning_rate",
     "step_time": "step_time",
+    # pope_train.trl_guidance: what the step generated and showed (all guidance kinds), and the
+    # GHPO-style hinting (groups regenerated, rounds of hints)
+    "rollout_tokens": "pope/rollout_tokens",
+    "guidance_tokens": "pope/guidance_tokens",
+    "hinted_groups": "pope/hinted_groups",
+    "hint_rounds": "pope/hint_rounds",
 }
 
 

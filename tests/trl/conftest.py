@@ -70,3 +70,22 @@ def scripted_build(root: Path, count: int = 6, **config) -> Path:
 def one_problem_export(tmp_path_factory) -> Path:
     """One hard problem the tiny model sometimes solves (its unguided and guided rows), no easy."""
     return make_export(tmp_path_factory.mktemp("trl_export"), easy=0, problems=[ECHO])
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# The quick organism study's arms: the paper's pair and the guidance arms (pope_train.guidance).
+STUDY_ARMS = ("pope", "hard_only", "pope_online", "ghpo", "fixed_ratio")
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Path:
+    """`bench/organism.py --quick` (20 steps per arm, one seed) into a fresh folder."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("study") / "quick"
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "organism.py"), "--out", str(out),
+                          "--quick", "--arms", ",".join(STUDY_ARMS), "--seeds", "0"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out

@@ -1,6 +1,7 @@
 """The model-organism study end to end, at CI size: the committed organism -> `pope-data build
---source organism` -> 20 TRL GRPO steps of `pope` and of `hard_only` -> `pope-eval pass-at-k` ->
-tables and figures, all through `bench/organism.py --quick` and the command lines it calls.
+--source organism` -> 20 TRL GRPO steps of each arm -> `pope-eval pass-at-k` -> tables and
+figures, all through `bench/organism.py --quick` and the command lines it calls (the `study`
+fixture, tests/trl/conftest.py; the guidance arms' own checks: test_guidance_study.py).
 
 It asserts the pipeline, not the science: which arm wins is the benchmark's finding.
 """
@@ -8,27 +9,15 @@ It asserts the pipeline, not the science: which arm wins is the benchmark's find
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from pope_train.trl_metrics import EVAL_FIELDS, read_metrics
+from tests.trl.conftest import STUDY_ARMS
 
 ROOT = Path(__file__).resolve().parents[2]
 ORGANISM = ROOT / "tests" / "data" / "organism"
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("study") / "quick"
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "organism.py"), "--out", str(out),
-                          "--quick", "--arms", "pope,hard_only", "--seeds", "0"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=1800)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return out
 
 
 def test_the_hard_set_is_zero_of_k_and_most_hard_problems_get_a_minimal_prefix(study):
@@ -67,7 +56,7 @@ def test_pope_learns_from_guided_rollouts_and_hard_only_gets_no_update_without_a
 
 
 def test_the_evaluation_callback_and_pope_eval_report_every_arm(study):
-    for arm in ("pope", "hard_only"):
+    for arm in STUDY_ARMS:
         evals = [r for r in read_metrics(study / "runs" / f"{arm}-s0" / "metrics.jsonl")
                  if "eval_step" in r]
         assert [r["eval_step"] for r in evals] == [0, 10, 20]
@@ -76,7 +65,7 @@ def test_the_evaluation_callback_and_pope_eval_report_every_arm(study):
         summary = json.loads((study / "eval" / f"{arm}-s0" / "summary.json").read_text())
         assert "8" in summary["pass_at_k"]
     results = json.loads((study / "results.json").read_text())
-    assert set(results["summaries"]) == {"pope", "hard_only"}
+    assert set(results["summaries"]) == set(STUDY_ARMS)
     assert results["final_solvable"]["pope"]["values"] and "H1 (S)" in results["decisions"]
     table = (study / "results.md").read_text()
     assert "| pope |" in table and "| hard_only |" in table and "| base |" in table

@@ -41,7 +41,7 @@ def test_every_recipe_either_runs_on_trl_or_says_why_not():
     for r in RECIPES.values():
         assert r.supports("trl") or r.why_not("trl")
     assert {"pope", "hard_only", "easy_hard_mix", "clip_higher", "pope_easy_hard",
-            "entropy_bonus", "sft_then_rl"} == set(TRL_RECIPES)
+            "entropy_bonus", "sft_then_rl", "pope_online", "fixed_ratio", "ghpo"} == set(TRL_RECIPES)
     assert RECIPES["pass_at_k"].why_not("trl").startswith("TRL has no pass@k advantage estimator")
 
 
