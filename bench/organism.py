@@ -13,10 +13,13 @@ Every stage runs through pope's own command line, as a user would type it:
    per step, rollouts, learning rate, max tokens, temperature) and `--eval-every`, which measures
    the fraction of the training hard problems solvable unguided (>= 1 of `--eval-samples`) and
    held-out pass@k on the live policy into metrics.jsonl.
+   The guidance arms (`pope_online`, `ghpo`, `fixed_ratio`) are configs too; `--refresh-every`
+   and `--refresh-n` go to `pope_online`.
 3. `pope-eval pass-at-k` of the base organism and of every final policy on the held-out hard split.
 4. DIR/results.json, DIR/results.md (tables, the pre-registered decision rule applied) and the
-   figures DIR/solvable.png (solvable fraction against steps, mean and min-max band over seeds)
-   and DIR/pass_at_k.png (held-out pass@k against k).
+   figures DIR/solvable.png (solvable fraction against steps, mean and min-max band over seeds),
+   DIR/solvable_tokens.png (against tokens generated: rollouts, regenerations and re-search) and
+   DIR/pass_at_k.png (held-out pass@k against k).
 
 Runs go `--jobs` at a time, each on one thread (two torch processes of two threads each on a
 2-core machine spin-wait). A finished stage is skipped when the script is run again with the same

@@ -24,8 +24,15 @@ from pope_train.recipes import RECIPES
 from pope_train.reward import compute_score_batch
 from pope_train.sft import SftData, SftOptions, sft_data
 from pope_train.trl_eval import EvalPlan, check_eval_options, eval_callback, plan_evaluation
-from pope_train.trl_guidance import (GUIDANCE_DIR, Guide, GuidePlan, check_guidance_options,
-                                     guided_trainer_class, plan_guidance, refresh_callback)
+from pope_train.trl_guidance import (
+    GUIDANCE_DIR,
+    Guide,
+    GuidePlan,
+    check_guidance_options,
+    guided_trainer_class,
+    plan_guidance,
+    refresh_callback,
+)
 from pope_train.trl_metrics import MetricsWriter, batch_stats, plot_metrics, step_record
 from pope_train.trl_sft import SFT_DIR, SftProgress, run_sft
 

@@ -26,9 +26,17 @@ from typing import TYPE_CHECKING, Any
 from pope_eval.engines import Sampling
 from pope_eval.errors import ConfigError, DataError
 from pope_eval.prompts import Guidance
-from pope_train.guidance import (GroupHints, GuidanceTable, GuidedProblem, load_guided_problems,
-                                 prefix_tokens, ratio_at, ratio_prefix, refresh,
-                                 refresh_fingerprint)
+from pope_train.guidance import (
+    GroupHints,
+    GuidanceTable,
+    GuidedProblem,
+    load_guided_problems,
+    prefix_tokens,
+    ratio_at,
+    ratio_prefix,
+    refresh,
+    refresh_fingerprint,
+)
 from pope_train.trl_eval import live_engine
 
 if TYPE_CHECKING:

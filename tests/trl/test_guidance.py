@@ -19,8 +19,16 @@ from pope_data.journal import Journal
 from pope_eval.engines import EngineConfig, Sampling
 from pope_eval.engines.transformers_engine import TransformersEngine
 from pope_eval.errors import ConfigError
-from pope_train.guidance import (GroupHints, GuidanceTable, load_guided_problems, parse_ratios,
-                                 ratio_at, ratio_prefix, refresh, refresh_fingerprint)
+from pope_train.guidance import (
+    GroupHints,
+    GuidanceTable,
+    load_guided_problems,
+    parse_ratios,
+    ratio_at,
+    ratio_prefix,
+    refresh,
+    refresh_fingerprint,
+)
 from pope_train.trl_guidance import REFRESH_FIELDS, merge_rows
 from pope_train.trl_metrics import read_metrics
 
