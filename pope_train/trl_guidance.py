@@ -37,6 +37,7 @@ from pope_train.guidance import (
     refresh,
     refresh_fingerprint,
 )
+from pope_train.recipes import RECIPES
 from pope_train.trl_eval import live_engine
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def check_guidance_options(cfg: Any, kind: str) -> None:
             continue
         for name in names:
             if getattr(cfg, name) != defaults[name]:
-                users = {"online": "pope_online", "ratio": "fixed_ratio", "ghpo": "ghpo"}[other]
+                users = " or ".join(r.name for r in RECIPES.values() if r.guidance == other)
                 raise ConfigError(f"{name}: applies to config {users} only (this run: "
                                   f"{cfg.config})")
 
