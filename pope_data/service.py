@@ -1,4 +1,4 @@
-"""The batched search driver: keeps an engine busy with probes from many problems, grades, journals.
+"""The streaming search driver: keeps an engine busy with probes from many problems, grades, journals.
 
 `SearchService(engine, journal, ...).run(stage, tasks)` drives one strategy per problem to the end
 and returns their SearchResults; finished probes found in the journal are replayed, never regenerated.
@@ -17,8 +17,9 @@ from pope_data.search import Strategy
 from pope_data.segments import Segmentation
 from pope_eval.engines import Engine, GenerationRequest, Sampling
 from pope_eval.prompts import Guidance, guided_messages
-from pope_eval.scoring import generate_and_grade
+from pope_eval.scoring import GradedResult
 from pope_eval.seeds import stable_int
+from pope_eval.stream import GradedStream, StreamStats
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,9 @@ class SearchService:
     engine: Engine
     journal: Journal
     sampling: Sampling = field(default_factory=Sampling)
-    samples_per_batch: int = 256  # samples handed to the engine per generate() call
+    # The window (--batch-samples): samples in the engine at once; a finished probe's place is
+    # taken by the next probe at once (pope_eval.stream.GradedStream).
+    samples_per_batch: int = 256
     grading_timeout: float = 5.0
     progress: Callable[[ServiceProgress], None] | None = None
     # Which sample texts the journal keeps: all, correct (the rest stored as ""), none. Verdicts,
@@ -89,29 +92,71 @@ class SearchService:
     retention: str = "all"
     # How guided probes are worded (--guidance); None is POPE's template.
     guidance: Guidance | None = None
+    # What the last run's stream did (requests, samples, busy share of the window).
+    stream_stats: StreamStats | None = field(default=None, init=False)
 
     def params(self) -> dict:
         return {**self.sampling.to_dict(), **self.engine.describe()}
 
     def run(self, stage: str, tasks: list[SearchTask]) -> dict[str, SearchResult]:
+        """Drive every task's strategy to the end through one stream: as each probe finishes it
+        is graded, journaled (committed before its strategy moves) and its problem's next probes
+        are submitted at once. A problem has at most one round of probes in flight and its
+        outcomes are applied in probe order, so the verdicts never depend on completion order."""
         by_id = {t.problem.id: t for t in tasks}
         state = ServiceProgress(stage=stage, problems_total=len(tasks))
         ready = self._replay(stage, by_id, state)
         self._report(state)
-        while ready:
-            batch, ready = self._take_batch(ready)
-            state.probes_in_flight = len(batch)
-            self._report(state)
-            outcomes = self._run_batch(stage, batch, by_id, state)
-            for probe, outcome in zip(batch, outcomes):
-                task = by_id[probe.problem_id]
-                task.strategy.update(outcome)
-                nxt = task.strategy.next_probes()
+        if not ready:
+            return {pid: t.strategy.result() for pid, t in by_id.items()}
+        stream = GradedStream(self.engine, window=self.samples_per_batch,
+                              grading_timeout=self.grading_timeout)
+        self.stream_stats = stream.stats
+        # Each problem's round in flight: its probes in the order the strategy gave them, and
+        # the outcomes back so far.
+        rounds: dict[str, list[Probe]] = {}
+        outcomes: dict[tuple, ProbeOutcome] = {}
+        started: dict[tuple, float] = {}
+
+        def submit(probes: list[Probe]) -> None:
+            # One problem's probes side by side: they share the prompt up to the prefix, which
+            # vLLM's automatic prefix cache reuses.
+            for p in sorted(probes, key=lambda p: (p.problem_id, p.prefix_segments, p.wave)):
+                rounds.setdefault(p.problem_id, []).append(p)
+                started[p.key] = time.time()
+                stream.submit(p.key, self._request(stage, p, by_id[p.problem_id]),
+                              by_id[p.problem_id].problem.answer)
+
+        submit(ready)
+        state.probes_in_flight = stream.pending
+        self._report(state)
+        params = self.params()
+        for finished in stream.results():
+            rows = []
+            for key, g in finished:
+                p = next(q for q in rounds[key[0]] if q.key == key)
+                rows.append(self._row(stage, p, g, by_id[p.problem_id], params, started.pop(key)))
+                r = g.result
+                outcomes[key] = ProbeOutcome(p, len(r.samples), g.correct, r.generated_tokens)
+                state.generated_tokens += r.generated_tokens
+            # Commit before the strategies move on: a crash after this line loses nothing.
+            self.journal.record_many(rows)
+            state.probes_done += len(finished)
+            nxt: list[Probe] = []
+            for pid in sorted({key[0] for key, _ in finished}):
+                round_ = rounds[pid]
+                if any(p.key not in outcomes for p in round_):
+                    continue  # the rest of its round is still running
+                task = by_id[pid]
+                del rounds[pid]
+                for p in round_:
+                    task.strategy.update(outcomes.pop(p.key))
+                probes = task.strategy.next_probes()
                 if task.strategy.done:
                     state.problems_done += 1
-                ready.extend(nxt)
-            state.probes_in_flight = 0
-            state.probes_done += len(batch)
+                nxt.extend(probes)
+            submit(nxt)
+            state.probes_in_flight = stream.pending
             self._report(state)
         return {pid: t.strategy.result() for pid, t in by_id.items()}
 
@@ -144,46 +189,20 @@ class SearchService:
                 state.problems_done += 1
         return ready
 
-    def _take_batch(self, ready: list[Probe]) -> tuple[list[Probe], list[Probe]]:
-        # One problem's probes side by side: they share the prompt up to the prefix, which
-        # vLLM's automatic prefix cache reuses.
-        ready = sorted(ready, key=lambda p: (p.problem_id, p.prefix_segments, p.wave))
-        batch, total = [], 0
-        for i, p in enumerate(ready):
-            if batch and total + p.n > self.samples_per_batch:
-                return batch, ready[i:]
-            batch.append(p)
-            total += p.n
-        return batch, []
+    def _request(self, stage: str, p: Probe, task: SearchTask) -> GenerationRequest:
+        return GenerationRequest(
+            messages=tuple(guided_messages(task.problem.problem, task.prefix_text(p.prefix_segments),
+                                           guidance=self.guidance)),
+            n=p.n, sampling=self.sampling, seed=probe_seed(self.sampling.seed, stage, p),
+            sample_offset=p.offset, tag=p.key)
 
-    def _run_batch(self, stage: str, batch: list[Probe], by_id: dict[str, SearchTask],
-                   state: ServiceProgress) -> list[ProbeOutcome]:
-        started = time.time()
-        seed = self.sampling.seed
-        requests = [
-            GenerationRequest(
-                messages=tuple(guided_messages(by_id[p.problem_id].problem.problem,
-                                               by_id[p.problem_id].prefix_text(p.prefix_segments),
-                                               guidance=self.guidance)),
-                n=p.n, sampling=self.sampling, seed=probe_seed(seed, stage, p),
-                sample_offset=p.offset, tag=p.key)
-            for p in batch]
-        graded = generate_and_grade(self.engine, requests,
-                                    [by_id[p.problem_id].problem.answer for p in batch],
-                                    timeout=self.grading_timeout)
-        rows, outcomes = [], []
-        params = self.params()
-        for p, g in zip(batch, graded):
-            r = g.result
-            rows.append(ProbeRow(
-                stage=stage, problem_id=p.problem_id, prefix_segments=p.prefix_segments,
-                wave=p.wave, prefix_fraction=by_id[p.problem_id].prefix_fraction(p.prefix_segments),
-                samples=len(r.samples), correct=g.correct, tokens=r.generated_tokens,
-                finish_reasons=[s.finish_reason for s in r.samples], statuses=g.statuses,
-                params=params, seed=probe_seed(seed, stage, p), started=started,
-                texts=kept_texts(self.retention, [s.text for s in r.samples], g.statuses)))
-            outcomes.append(ProbeOutcome(p, len(r.samples), g.correct, r.generated_tokens))
-            state.generated_tokens += r.generated_tokens
-        # Commit before the strategies move on: a crash after this line loses nothing.
-        self.journal.record_many(rows)
-        return outcomes
+    def _row(self, stage: str, p: Probe, g: GradedResult, task: SearchTask, params: dict,
+             started: float) -> ProbeRow:
+        r = g.result
+        return ProbeRow(
+            stage=stage, problem_id=p.problem_id, prefix_segments=p.prefix_segments,
+            wave=p.wave, prefix_fraction=task.prefix_fraction(p.prefix_segments),
+            samples=len(r.samples), correct=g.correct, tokens=r.generated_tokens,
+            finish_reasons=[s.finish_reason for s in r.samples], statuses=g.statuses,
+            params=params, seed=probe_seed(self.sampling.seed, stage, p), started=started,
+            texts=kept_texts(self.retention, [s.text for s in r.samples], g.statuses))

@@ -178,7 +178,10 @@ def inspect_model(engine: Any) -> tuple[Any, int | None]:
     """(tokenizer, context length) of an engine config's model, loaded without weights: the
     check of --model before any output is written. For an OpenAI-compatible server the model
     is the served name, which may not be loadable here: (None, None) then."""
-    if engine.engine == "openai" or (engine.engine == "auto" and engine.endpoints):
+    from pope_eval.engines.registry import ENGINES
+
+    # `auto` with --endpoint resolves to the remote engine (engines.config.resolve_engine_name).
+    if ENGINES.get(engine.engine).remote if engine.engine != "auto" else bool(engine.endpoints):
         try:
             tokenizer, config = _load_tokenizer_and_config(engine.model, engine.cache_dir)
         except ConfigError as exc:

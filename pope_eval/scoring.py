@@ -1,7 +1,7 @@
-"""Generate and grade in one call: requests -> engine -> math-verify -> counted results.
+"""Grade generation results with math-verify: results + golds -> counted, graded results.
 
-`generate_and_grade(engine, requests, golds)` is the per-batch step of pass@k runs
-(`pope_eval.evaluate`) and of the prefix-search service (`pope_data.service`).
+`grade_results(results, golds)` is the grading step of the streaming loop (`pope_eval.stream`,
+behind pass@k runs and the prefix-search service); `generate_and_grade` is the one-batch form.
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ def generate_and_grade(
     the reference answer of `requests[i]`. Results come back in input order."""
     if len(golds) != len(requests):
         raise ValueError(f"generate_and_grade: {len(requests)} requests but {len(golds)} golds")
-    results = engine.generate(requests, progress)
+    return grade_results(engine.generate(requests, progress), golds, timeout=timeout)
+
+
+def grade_results(results: Sequence[GenerationResult], golds: Sequence[str], *,
+                  timeout: float = 5.0) -> list[GradedResult]:
+    """Grade every sample of `results[i]` against `golds[i]` in one `grade_many` call."""
+    if len(golds) != len(results):
+        raise ValueError(f"grade_results: {len(results)} results but {len(golds)} golds")
     texts = [s.text for r in results for s in r.samples]
     per_sample_golds = [g for g, r in zip(golds, results) for _ in r.samples]
     grades = iter(grade_many(texts, per_sample_golds, timeout=timeout))

@@ -1,13 +1,15 @@
 """The engine interface: requests in, samples out (docs/design.md, "Engines").
 
-Every backend implements `Engine.generate`; callers build `GenerationRequest`s and read `Sample`s.
+Every backend implements `Engine.generate` (results in input order) and may stream
+(`Engine.open_stream`: submit requests while others run, results in completion order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pope_eval.errors import ConfigError
 from pope_eval.options import option
@@ -148,9 +150,88 @@ def sample_seed(engine_seed: int, request_seed: int | None, index: int) -> int:
     return stable_int(f"{engine_seed}:{request_seed}:{index}") & ((1 << 63) - 1)
 
 
+class EngineStream:
+    """Requests in, results out as they finish: `submit(key, request)` any time, `poll()` for
+    what has finished since, in completion order. One caller thread; `close()` drops what is
+    still running (nothing of it was returned, so nothing of it was recorded)."""
+
+    def submit(self, key: Hashable, request: GenerationRequest) -> None:
+        raise NotImplementedError
+
+    def poll(self, timeout: float | None = None) -> list[tuple[Any, GenerationResult]]:
+        """Finished (key, result) pairs; waits up to `timeout` s (None: until one finishes)
+        when none has yet. Returns [] at once when nothing is in flight. An engine failure
+        is raised here."""
+        raise NotImplementedError
+
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted and not yet returned by poll."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop and forget what is still in flight. Safe to call twice."""
+
+    def __enter__(self) -> EngineStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ChunkedStream(EngineStream):
+    """The stream of an engine that does not stream (`Engine.streams` False): each `poll` hands
+    the requests waiting so far to `engine.generate`, whole requests of up to
+    `engine.stream_chunk` samples (all waiting ones when None), and returns their results."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._waiting: deque[tuple[Any, GenerationRequest]] = deque()
+
+    def submit(self, key: Hashable, request: GenerationRequest) -> None:
+        self._waiting.append((key, request))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiting)
+
+    def poll(self, timeout: float | None = None) -> list[tuple[Any, GenerationResult]]:
+        if not self._waiting:
+            return []
+        limit = self.engine.stream_chunk
+        chunk: list[tuple[Any, GenerationRequest]] = []
+        samples = 0
+        while self._waiting and (not chunk or limit is None
+                                 or samples + self._waiting[0][1].n <= limit):
+            key, r = self._waiting.popleft()
+            chunk.append((key, r))
+            samples += r.n
+        try:
+            results = self.engine.generate([r for _, r in chunk])
+        except BaseException:
+            self._waiting.extendleft(reversed(chunk))  # not returned: still in flight
+            raise
+        return [(key, res) for (key, _), res in zip(chunk, results)]
+
+    def close(self) -> None:
+        self._waiting.clear()
+
+
 @dataclass
 class Engine:
-    """Base class of the backends. Subclasses set `name` and implement `_generate`."""
+    """Base class of the backends. Subclasses set `name`, implement `_generate` and say what they
+    are in the class attributes below; callers read those, never the name."""
+
+    # Samples depend on the request seeds only (not on batching or request order); an instance
+    # may narrow it (vLLM's CPU build, an OpenAI client told not to send seeds).
+    reproducible: ClassVar[bool] = True
+    # The model runs in servers reached over the network (`--endpoint`), not in this process.
+    remote: ClassVar[bool] = False
+    # `open_stream` is native: requests join the running batch as others finish. Otherwise the
+    # default `ChunkedStream` runs `generate` over chunks of `stream_chunk` samples.
+    streams: ClassVar[bool] = False
+    # Samples per generate() call of the default stream (None: everything waiting).
+    stream_chunk: ClassVar[int | None] = None
 
     name: str = field(init=False, default="base")
     model: str = ""
@@ -176,6 +257,24 @@ class Engine:
         self, requests: list[GenerationRequest], progress: ProgressFn | None
     ) -> list[GenerationResult]:
         raise NotImplementedError
+
+    def open_stream(self) -> EngineStream:
+        """A stream of this engine's requests (see `EngineStream`); close it when done."""
+        return ChunkedStream(self)
+
+    def window(self) -> int | None:
+        """Samples this engine wants in flight to stay busy (e.g. an OpenAI client's concurrency
+        over its endpoints), or None when it has no own limit; callers keep at least as many."""
+        return None
+
+    def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        """(index, result) for every request, in completion order."""
+        requests = list(requests)
+        with self.open_stream() as s:
+            for i, r in enumerate(requests):
+                s.submit(i, r)
+            while s.in_flight:
+                yield from s.poll()
 
     def describe(self) -> dict[str, Any]:
         """Identity recorded in run configs and journals (valid before and after `close`)."""

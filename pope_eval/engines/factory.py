@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pope_eval.engines.base import Engine
+from pope_eval.engines.base import Engine, EngineStream
 from pope_eval.engines.config import EngineConfig, resolve_engine_name
 from pope_eval.engines.registry import ENGINES
 
@@ -35,10 +35,37 @@ class LazyEngine(Engine):
     def started(self) -> bool:
         return self._engine is not None
 
-    def _generate(self, requests, progress):
+    # What the engine is, read from its class before it is built.
+    @property
+    def reproducible(self) -> bool:  # type: ignore[override]
+        return self._engine.reproducible if self._engine else ENGINES.get(self.name).reproducible
+
+    @property
+    def remote(self) -> bool:  # type: ignore[override]
+        return ENGINES.get(self.name).remote
+
+    @property
+    def streams(self) -> bool:  # type: ignore[override]
+        return self._built().streams
+
+    @property
+    def stream_chunk(self) -> int | None:  # type: ignore[override]
+        return self._built().stream_chunk
+
+    def _built(self) -> Engine:
         if self._engine is None:
             self._engine = make_engine(self.config)
-        return self._engine._generate(requests, progress)
+        return self._engine
+
+    def _generate(self, requests, progress):
+        return self._built()._generate(requests, progress)
+
+    def open_stream(self) -> EngineStream:
+        return self._built().open_stream()
+
+    def window(self) -> int | None:
+        # Known without building: an unfinished run only, so building now costs nothing extra.
+        return self._built().window()
 
     def describe(self) -> dict[str, Any]:
         if self._engine is not None:

@@ -7,15 +7,18 @@ requests are spread over the endpoints, and a dead endpoint ends in an EngineErr
 from __future__ import annotations
 
 import asyncio
-import itertools
+import concurrent.futures
 import logging
+import queue
 import random
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pope_eval.engines.base import (
     Engine,
+    EngineStream,
     GenerationRequest,
     GenerationResult,
     ProgressFn,
@@ -88,9 +91,14 @@ class OpenAIEngine(Engine):
     send_seed: bool = True
     seed: int = 0
 
+    remote = True  # the model runs in the servers behind --endpoint
+    streams = True  # each endpoint's window is refilled as replies arrive
+
     def __post_init__(self) -> None:
         self.name = "openai"
         self.endpoints = tuple(u.rstrip("/") for u in self.endpoints)
+        # Without per-request seeds the server's sampling decides.
+        self.reproducible = self.send_seed
 
     @classmethod
     def from_config(cls, config) -> OpenAIEngine:
@@ -111,70 +119,40 @@ class OpenAIEngine(Engine):
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "model": self.model, "endpoints": list(self.endpoints)}
 
+    def window(self) -> int:
+        return self.concurrency * len(self.endpoints)
+
+    def open_stream(self) -> EngineStream:
+        return _OpenAIStream(self)
+
     def _generate(self, requests: list[GenerationRequest],
                   progress: ProgressFn | None) -> list[GenerationResult]:
-        coro = self._run_all(requests, progress)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        # Called from inside an event loop (a notebook): run ours on a helper thread.
-        box: dict[str, Any] = {}
+        out: list[GenerationResult | None] = [None] * len(requests)
+        done = tokens = 0
+        with self.open_stream() as stream:
+            for i, r in enumerate(requests):
+                stream.submit(i, r)
+            while stream.in_flight:
+                for i, res in stream.poll():
+                    out[i] = res
+                    done += 1
+                    tokens += res.generated_tokens
+                    if progress:
+                        progress(done, tokens)
+        return out  # type: ignore[return-value]
 
-        def target() -> None:
-            try:
-                box["value"] = asyncio.run(coro)
-            except BaseException as exc:  # re-raised in the caller's thread
-                box["error"] = exc
-
-        t = threading.Thread(target=target)
-        t.start()
-        t.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
-    async def _run_all(self, requests, progress) -> list[GenerationResult]:
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        limits = httpx.Limits(max_connections=self.concurrency * len(self.endpoints))
-        sems = {url: asyncio.Semaphore(self.concurrency) for url in self.endpoints}
-        rotation = itertools.cycle(self.endpoints)
-        done = 0
-        tokens = 0
-        async with httpx.AsyncClient(headers=headers, limits=limits,
-                                     timeout=httpx.Timeout(self.request_timeout)) as client:
-
-            async def one(r: GenerationRequest, first_url: str) -> GenerationResult:
-                nonlocal done, tokens
-                if r.seed is not None and self.send_seed and r.n > 1:
-                    # Per-sample seeds: sample j depends on (seed, offset + j) only, so a
-                    # prompt's samples drawn in several requests equal one request's.
-                    parts = await asyncio.gather(*[
-                        self._with_retries(client, sems, replace(
-                            r, n=1, sample_offset=0,
-                            seed=sample_seed(self.seed, r.seed, r.sample_offset + j)), first_url)
-                        for j in range(r.n)])
-                    res = GenerationResult(
-                        request=r, samples=tuple(s for p in parts for s in p.samples),
-                        prompt_tokens=parts[0].prompt_tokens)
-                else:
-                    res = await self._with_retries(client, sems, r, first_url)
-                done += 1
-                tokens += res.generated_tokens
-                if progress:
-                    progress(done, tokens)
-                return res
-
-            tasks = [asyncio.create_task(one(r, next(rotation))) for r in requests]
-            try:
-                return list(await asyncio.gather(*tasks))
-            except BaseException:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+    async def _one(self, client, sems, r: GenerationRequest, first_url: str) -> GenerationResult:
+        if r.seed is not None and self.send_seed and r.n > 1:
+            # Per-sample seeds: sample j depends on (seed, offset + j) only, so a prompt's
+            # samples drawn in several requests equal one request's.
+            parts = await asyncio.gather(*[
+                self._with_retries(client, sems, replace(
+                    r, n=1, sample_offset=0,
+                    seed=sample_seed(self.seed, r.seed, r.sample_offset + j)), first_url)
+                for j in range(r.n)])
+            return GenerationResult(request=r, samples=tuple(s for p in parts for s in p.samples),
+                                    prompt_tokens=parts[0].prompt_tokens)
+        return await self._with_retries(client, sems, r, first_url)
 
     async def _with_retries(self, client, sems, r: GenerationRequest, first_url: str):
         urls = [first_url] + [u for u in self.endpoints if u != first_url]
@@ -252,6 +230,98 @@ class OpenAIEngine(Engine):
         finally:
             if not task.done():
                 task.cancel()
+
+
+class _OpenAIStream(EngineStream):
+    """Requests go out as they are submitted, on an event loop in a thread of their own: each
+    endpoint keeps up to `concurrency` requests open, a new request goes to the endpoint with the
+    fewest unfinished, and replies come back through `poll` as they arrive."""
+
+    def __init__(self, engine: OpenAIEngine) -> None:
+        self.engine = engine
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._futures: set[concurrent.futures.Future] = set()
+        self._load = dict.fromkeys(engine.endpoints, 0)  # unfinished requests per endpoint
+        self._error: BaseException | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="pope-openai",
+                                        daemon=True)
+        self._thread.start()
+        self._client, self._sems = asyncio.run_coroutine_threadsafe(
+            self._open(), self._loop).result()
+
+    async def _open(self):
+        import httpx
+
+        e = self.engine
+        headers = {"Authorization": f"Bearer {e.api_key}"} if e.api_key else {}
+        limits = httpx.Limits(max_connections=e.concurrency * len(e.endpoints))
+        client = httpx.AsyncClient(headers=headers, limits=limits,
+                                   timeout=httpx.Timeout(e.request_timeout))
+        return client, {url: asyncio.Semaphore(e.concurrency) for url in e.endpoints}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._futures)
+
+    def submit(self, key: Hashable, request: GenerationRequest) -> None:
+        url = min(self._load, key=self._load.__getitem__)
+        self._load[url] += 1
+        fut = asyncio.run_coroutine_threadsafe(
+            self.engine._one(self._client, self._sems, request, url), self._loop)
+        self._futures.add(fut)
+        fut.add_done_callback(lambda f: self._done.put((key, url, f)))
+
+    def poll(self, timeout: float | None = None) -> list[tuple[Any, GenerationResult]]:
+        if self._error is not None:
+            raise self._error
+        if not self._futures:
+            return []
+        try:
+            items = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                items.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        out = []
+        for key, url, fut in items:
+            self._futures.discard(fut)
+            self._load[url] -= 1
+            if fut.cancelled():
+                continue
+            exc = fut.exception()
+            if exc is not None:
+                # Hand back what did finish; the failure ends the stream at the next poll.
+                self._error = self._error or exc
+                continue
+            out.append((key, fut.result()))
+        if self._error is not None and not out:
+            raise self._error
+        return out
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        for fut in list(self._futures):
+            fut.cancel()
+        self._futures.clear()
+
+        async def shutdown() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._client.aclose()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()
 
 
 def _samples(choices: list[dict[str, Any]], usage: dict[str, Any]) -> tuple[Sample, ...]:

@@ -68,6 +68,8 @@ class TransformersEngine(Engine):
 
     def __post_init__(self) -> None:
         self.name = "transformers"
+        # Padded batches behind the stream: one batch per poll, graded while the next runs.
+        self.stream_chunk = self.max_batch_size
 
     @classmethod
     def from_config(cls, config) -> TransformersEngine:
