@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import add_common_arguments, float_in, int_at_least, int_list, name_list  # noqa: E402
 from bench.pope_vs_hard_only import held_out_hard  # noqa: E402
 
 CORE_ARMS = ("hard_only", "pope", "easy_hard_mix", "pope_easy_hard")
@@ -55,46 +56,53 @@ def _bin(name: str) -> str:
     return str(here) if here.exists() else name
 
 
-def _csv(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The study's options, every one checked here, before anything is built: argparse refuses a
+    bad value naming the option and what it takes (exit 2)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, required=True, help="study folder (re-run to resume)")
+    add_common_arguments(ap)
     ap.add_argument("--model", default=str(ORGANISM), help="base model (default: the organism)")
     ap.add_argument("--ablation-model", default=None,
                     help="the organism pretrained without restating (arm pope_no_restate)")
-    ap.add_argument("--arms", type=_csv, default=list(CORE_ARMS),
-                    help="comma-separated recipes (pope-train configs) and ablations "
-                         f"({', '.join(ABLATIONS)})")
-    ap.add_argument("--seeds", type=lambda s: [int(x) for x in _csv(s)], default=[0, 1, 2])
+    ap.add_argument("--arms", type=name_list("--arms"), default=list(CORE_ARMS),
+                    help="comma-separated recipes runnable on TRL (pope-train configs) and "
+                         f"ablations ({', '.join(ABLATIONS)})")
+    ap.add_argument("--seeds", type=int_list("--seeds"), default=[0, 1, 2],
+                    help="training seeds, comma-separated integers >= 0")
     ap.add_argument("--quick", action="store_true",
                     help="CI size: 24 problems, 20 steps, evaluation with 8 samples")
-    ap.add_argument("--difficulty", type=int, default=10, help="hard problems' operations")
-    ap.add_argument("--easy-difficulty", type=int, default=3, help="easy problems' operations")
-    ap.add_argument("--problems", type=int, default=48, help="problems generated (half easy)")
-    ap.add_argument("--k", type=int, default=64, help="unguided samples that define 'hard'")
-    ap.add_argument("--n", type=int, default=8, help="samples per probed prefix")
-    ap.add_argument("--max-tokens", type=int, default=None,
+    ap.add_argument("--difficulty", type=int_at_least("--difficulty", 1), default=10,
+                    help="hard problems' operations")
+    ap.add_argument("--easy-difficulty", type=int_at_least("--easy-difficulty", 1), default=3,
+                    help="easy problems' operations")
+    ap.add_argument("--problems", type=int_at_least("--problems", 2), default=48,
+                    help="problems generated (half easy)")
+    ap.add_argument("--k", type=int_at_least("--k", 1), default=64,
+                    help="unguided samples that define 'hard'")
+    ap.add_argument("--n", type=int_at_least("--n", 1), default=8,
+                    help="samples per probed prefix")
+    ap.add_argument("--max-tokens", type=int_at_least("--max-tokens", 1), default=None,
                     help="build, rollout and evaluation token limit (default: the hard solution's "
                          "length and a margin)")
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--max-prefix-fraction", type=float, default=0.8,
+    ap.add_argument("--temperature", type=float_in("--temperature", 0.0, open_low=True),
+                    default=1.0)
+    ap.add_argument("--max-prefix-fraction", type=float_in("--max-prefix-fraction", 0.0, 1.0,
+                                                           open_low=True), default=0.8,
                     help="longest prefix probed, as a share of the solution (the full chain of "
                          "values less the answer line is the answer, not guidance)")
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--prompts-per-step", type=int, default=4)
-    ap.add_argument("--num-generations", type=int, default=8)
-    ap.add_argument("--learning-rate", type=float, default=1e-4)
-    ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--eval-samples", type=int, default=32)
-    ap.add_argument("--passk-samples", type=int, default=32, help="pope-eval samples per problem")
-    ap.add_argument("--refresh-every", type=int, default=10,
+    ap.add_argument("--steps", type=int_at_least("--steps", 1), default=100)
+    ap.add_argument("--prompts-per-step", type=int_at_least("--prompts-per-step", 1), default=4)
+    ap.add_argument("--num-generations", type=int_at_least("--num-generations", 2), default=8)
+    ap.add_argument("--learning-rate", type=float_in("--learning-rate", 0.0, open_low=True),
+                    default=1e-4)
+    ap.add_argument("--eval-every", type=int_at_least("--eval-every", 1), default=10)
+    ap.add_argument("--eval-samples", type=int_at_least("--eval-samples", 1), default=32)
+    ap.add_argument("--passk-samples", type=int_at_least("--passk-samples", 1), default=32,
+                    help="pope-eval samples per problem")
+    ap.add_argument("--refresh-every", type=int_at_least("--refresh-every", 1), default=10,
                     help="pope_online: re-search the prefixes every N steps")
-    ap.add_argument("--refresh-n", type=int, default=None,
+    ap.add_argument("--refresh-n", type=int_at_least("--refresh-n", 1), default=None,
                     help="pope_online: samples per probed prefix (default --n, the build's)")
-    ap.add_argument("--jobs", type=int, default=2, help="training runs at a time")
     args = ap.parse_args(argv)
     if args.quick:
         args.problems, args.steps, args.eval_every = 24, 20, 10
@@ -103,18 +111,32 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.refresh_n = args.n
     if args.max_tokens is None:
         args.max_tokens = 20 * (args.difficulty + 2) + 16  # lines of 20 tokens, the answer line
-    unknown = [a for a in args.arms if a not in ABLATIONS and not _is_recipe(a)]
-    if unknown:
-        ap.error(f"--arms: unknown {', '.join(unknown)}")
+    for arm in args.arms:
+        if arm in ABLATIONS:
+            continue
+        problem = _not_runnable(arm)
+        if problem:
+            ap.error(f"--arms {arm}: {problem}")
     if "pope_no_restate" in args.arms and not args.ablation_model:
         ap.error("--arms pope_no_restate needs --ablation-model")
+    from pope_data.organism import OrganismOptions
+    from pope_eval.errors import ConfigError
+
+    try:
+        OrganismOptions(difficulty=args.difficulty, easy_difficulty=args.easy_difficulty)
+    except ConfigError as e:
+        ap.error(f"--difficulty / --easy-difficulty: {e}")
     return args
 
 
-def _is_recipe(name: str) -> bool:
+def _not_runnable(name: str) -> str | None:
+    """None when `name` is a recipe TRL runs, else why not."""
     from pope_train.recipes import RECIPES
 
-    return name in RECIPES
+    if name not in RECIPES:
+        return (f"unknown arm; choose recipes ({', '.join(RECIPES)}) or ablations "
+                f"({', '.join(ABLATIONS)})")
+    return RECIPES[name].why_not("trl")
 
 
 def run(cmd: list[str], log: Path, threads: int) -> None:
