@@ -33,8 +33,9 @@ from pope_eval.runinfo import (
     prepare_out_dir,
     write_json_atomic,
 )
-from pope_eval.scoring import generate_and_grade
+from pope_eval.scoring import GradedResult
 from pope_eval.seeds import stable_int
+from pope_eval.stream import GradedStream
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ class PassAtKConfig:
     sampling: Sampling = option(DEFAULT_SAMPLING)
     limit: int | None = option(None, "Only the first N problems.", operational=True)
     grading_timeout: float = option(5.0, cli=False)
-    problems_per_batch: int = option(8, cli=False, operational=True)  # generated and saved together
+    problems_per_batch: int = option(8, cli=False, operational=True)  # saved together
+    samples_per_batch: int = option(256, "Samples in flight in the engine (the streaming window).",
+                                    flag="--batch-samples", operational=True)
     n_boot: int = option(1000, cli=False, operational=True)
     # Set by --preset: what it filled in (recorded in run_config.json, never compared).
     preset: dict[str, Any] | None = option(None, cli=False, operational=True, repr=False)
@@ -85,6 +88,8 @@ class PassAtKConfig:
             raise ConfigError(f"--limit: must be >= 1, got {self.limit}")
         if self.problems_per_batch < 1:
             raise ConfigError(f"problems_per_batch: must be >= 1, got {self.problems_per_batch}")
+        if self.samples_per_batch < 1:
+            raise ConfigError(f"--batch-samples: must be >= 1, got {self.samples_per_batch}")
         if self.grading_timeout <= 0:
             raise ConfigError(f"grading_timeout: must be > 0, got {self.grading_timeout}")
         if self.ks is not None:
@@ -209,9 +214,8 @@ def run_pass_at_k(
 
         eng = engine if engine is not None else LazyEngine(config.engine)
         try:
-            for start in range(0, len(todo), config.problems_per_batch):
-                batch = todo[start : start + config.problems_per_batch]
-                _run_batch(config, eng, batch, parts, state, progress)
+            if todo:
+                _run_stream(config, eng, todo, parts, state, progress)
             engine_desc = eng.describe()
         finally:
             if engine is None:
@@ -243,40 +247,48 @@ def _finished_ids(parts: Path) -> set[str]:
     return ids
 
 
-def _run_batch(config: PassAtKConfig, engine: Engine, batch: list[EvalItem], parts: Path,
-               state: EvalProgress, progress: ProgressFn | None) -> None:
-    requests = [
-        GenerationRequest(messages=tuple(problem_messages(item.problem)), n=config.n,
-                          sampling=config.sampling,
-                          seed=problem_seed(config.sampling.seed, item.id), tag=item.id)
-        for item in batch
-    ]
-    base_tokens = state.generated_tokens
-
-    def engine_progress(requests_done: int, tokens: int) -> None:
-        # Per request inside the batch, so long batches show movement.
-        state.generated_tokens = base_tokens + tokens
+def _run_stream(config: PassAtKConfig, engine: Engine, todo: list[EvalItem], parts: Path,
+                state: EvalProgress, progress: ProgressFn | None) -> None:
+    """Every problem through one stream (`pope_eval.stream.GradedStream`, --batch-samples samples
+    in flight); finished problems are saved every `problems_per_batch` problems and at the end."""
+    stream = GradedStream(engine, window=config.samples_per_batch,
+                          grading_timeout=config.grading_timeout)
+    items = {item.id: item for item in todo}
+    for item in todo:
+        stream.submit(item.id, GenerationRequest(
+            messages=tuple(problem_messages(item.problem)), n=config.n, sampling=config.sampling,
+            seed=problem_seed(config.sampling.seed, item.id), tag=item.id), item.answer)
+    finished: list[tuple[EvalItem, GradedResult]] = []
+    for done in stream.results():
+        for key, g in done:
+            finished.append((items[key], g))
+            state.generated_tokens += g.result.generated_tokens
+        while len(finished) >= config.problems_per_batch:
+            _save(finished[:config.problems_per_batch], parts, state)
+            finished = finished[config.problems_per_batch:]
+        if progress:
+            progress(state)
+    if finished:
+        _save(finished, parts, state)
         if progress:
             progress(state)
 
-    graded = generate_and_grade(engine, requests, [item.answer for item in batch],
-                                timeout=config.grading_timeout, progress=engine_progress)
+
+def _save(finished: list[tuple[EvalItem, GradedResult]], parts: Path,
+          state: EvalProgress) -> None:
     rows: list[dict[str, Any]] = []
-    for item, g in zip(batch, graded):
+    for item, g in finished:
         for j, (s, grade) in enumerate(zip(g.result.samples, g.grades)):
             rows.append({
                 "id": item.id, "sample": j, "text": s.text, "tokens": s.tokens,
                 "finish_reason": s.finish_reason, "status": grade.status,
                 "extracted": grade.extracted,
             })
-    state.generated_tokens = base_tokens + sum(g.result.generated_tokens for g in graded)
-    # One file per batch, written then renamed: a crash keeps every finished batch.
+    # One file per group, written then renamed: a crash keeps every saved group.
     index = len(list(parts.glob("part-*.parquet")))
     with atomic_path(parts / f"part-{index:06d}.parquet") as tmp:
         pl.DataFrame(rows, schema=SAMPLE_SCHEMA).write_parquet(tmp)
-    state.problems_done += len(batch)
-    if progress:
-        progress(state)
+    state.problems_done += len(finished)
 
 
 SAMPLE_SCHEMA = {
