@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,17 +41,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import add_common_arguments, float_in, int_at_least, int_list, name_list  # noqa: E402
+from bench.harness import (  # noqa: E402
+    add_common_arguments,
+    cli,
+    float_in,
+    fmt_spread,
+    int_at_least,
+    int_list,
+    judge,
+    load_hypotheses,
+    markdown_table,
+    name_list,
+    run_logged,
+    spread,
+)
 from bench.pope_vs_hard_only import held_out_hard  # noqa: E402
 
 CORE_ARMS = ("hard_only", "pope", "easy_hard_mix", "pope_easy_hard")
 ABLATIONS = {"pope_no_revisit": ("pope", "no-revisit"), "pope_no_restate": ("pope", "restate")}
 ORGANISM = ROOT / "tests" / "data" / "organism"
-
-
-def _bin(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    return str(here) if here.exists() else name
+HYPOTHESES = ROOT / "bench" / "hypotheses.json"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -103,7 +110,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="pope_online: re-search the prefixes every N steps")
     ap.add_argument("--refresh-n", type=int_at_least("--refresh-n", 1), default=None,
                     help="pope_online: samples per probed prefix (default --n, the build's)")
+    ap.add_argument("--hypotheses", type=Path, default=HYPOTHESES,
+                    help="the hypotheses judged (a JSON list of name, better, worse, metric, "
+                         "direction), default bench/hypotheses.json")
     args = ap.parse_args(argv)
+    try:
+        args.hypotheses_list = load_hypotheses(args.hypotheses)
+    except (OSError, ValueError, TypeError) as e:
+        ap.error(f"--hypotheses {args.hypotheses}: {e}")
     if args.quick:
         args.problems, args.steps, args.eval_every = 24, 20, 10
         args.eval_samples = args.passk_samples = 8
@@ -139,23 +153,10 @@ def _not_runnable(name: str) -> str | None:
     return RECIPES[name].why_not("trl")
 
 
-def run(cmd: list[str], log: Path, threads: int) -> None:
-    """One CLI command, its output in `log`; a failure stops the study naming the log."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-    if rc:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise SystemExit(f"failed (rc {rc}): {' '.join(cmd)}\n-- {log} --\n{tail}")
-
-
 def build(args: argparse.Namespace, model: str, guidance: str, dest: Path) -> Path:
     if (dest / "export" / "README.md").exists() or (dest / "summary.json").exists():
         return dest
-    run([_bin("pope-data"), "build", "--out", str(dest), "--source", "organism",
+    run_logged([cli("pope-data"), "build", "--out", str(dest), "--source", "organism",
          "--source-option", f"difficulty={args.difficulty}",
          "--source-option", f"easy_difficulty={args.easy_difficulty}",
          "--limit", str(args.problems), "--model", model, "--engine", "transformers",
@@ -173,7 +174,7 @@ def train(args: argparse.Namespace, recipe: str, model: str, build_dir: Path, de
         return dest
     if dest.exists():  # a run that died: start it again
         shutil.rmtree(dest)
-    run([_bin("pope-train"), "run", recipe, "--backend", "trl", "--model", model,
+    run_logged([cli("pope-train"), "run", recipe, "--backend", "trl", "--model", model,
          "--export", str(build_dir / "export"), "--out", str(dest),
          "--max-steps", str(args.steps), "--seed", str(seed),
          "--prompts-per-step", str(args.prompts_per_step),
@@ -189,28 +190,12 @@ def train(args: argparse.Namespace, recipe: str, model: str, build_dir: Path, de
 
 def evaluate(args: argparse.Namespace, model: str, data: Path, dest: Path) -> dict:
     if not (dest / "summary.json").exists():
-        run([_bin("pope-eval"), "pass-at-k", "--data", str(data), "--model", model,
+        run_logged([cli("pope-eval"), "pass-at-k", "--data", str(data), "--model", model,
              "--engine", "transformers", "--n", str(args.passk_samples),
              "--max-tokens", str(args.max_tokens), "--temperature", str(args.temperature),
              "--top-p", "1.0", "--seed", "0", "--out", str(dest)],
             dest.parent / f"{dest.name}.log", threads=1)
     return json.loads((dest / "summary.json").read_text())
-
-
-def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values),
-            "values": values}
-
-
-def decide(better: dict, worse: dict) -> str:
-    """The pre-registered rule (bench/RESULTS.md) for 'better > worse' on per-seed values."""
-    margin = max(better["max"] - better["min"], worse["max"] - worse["min"])
-    diff = better["mean"] - worse["mean"]
-    if diff > margin and min(better["values"]) >= worse["mean"]:
-        return "holds"
-    if -diff > margin and min(worse["values"]) >= better["mean"]:
-        return "rejected (reversed)"
-    return "not distinguishable"
 
 
 def run_tokens(rows: list[dict], rollouts: int) -> dict:
@@ -239,10 +224,13 @@ def run_tokens(rows: list[dict], rollouts: int) -> dict:
             "at_eval": at}
 
 
-def summarise(arm: str, runs: list[Path], rollouts: int) -> dict:
+def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
+    """One arm over its runs (keyed "t<task seed>-s<training seed>"): S curves, rewards, tokens,
+    refreshes with their spread, and `per_run`, each run's values of the hypotheses' metrics."""
     from pope_train.trl_metrics import read_metrics
 
-    per_seed = [read_metrics(r / "metrics.jsonl") for r in runs]
+    keys = list(runs)
+    per_seed = [read_metrics(runs[k] / "metrics.jsonl") for k in keys]
     evals = [[x for x in rows if "eval_step" in x] for rows in per_seed]
     tokens = [run_tokens(rows, rollouts) for rows in per_seed]
     steps = sorted(set.intersection(*[{x["eval_step"] for x in e} for e in evals]))
@@ -266,7 +254,10 @@ def summarise(arm: str, runs: list[Path], rollouts: int) -> dict:
                                 for rows in per_seed]
     refreshes = [[x for x in rows if "refresh_step" in x] for rows in per_seed]
     final_s = [e[-1]["eval_solvable"] for e in evals]
-    return {"arm": arm, "curve": curve,
+    per_run = {k: {"final_S": s, "guidance_tokens": float(t["guidance"]),
+                   "total_tokens": float(t["total"]), "S_per_mtok": s / t["total"] * 1e6}
+               for k, s, t in zip(keys, final_s, tokens)}
+    return {"arm": arm, "curve": curve, "per_run": per_run,
             "reward_guided": mean_of("reward_guided"),
             "reward_unguided": mean_of("reward_unguided"),
             "entropy": mean_of("entropy"), "step_time": mean_of("step_time"),
@@ -281,12 +272,6 @@ def summarise(arm: str, runs: list[Path], rollouts: int) -> dict:
             "refreshes": [[{k: r[k] for k in ("refresh_step", "refresh_istar_hist",
                                               "refresh_graduated", "refresh_tokens")}
                            for r in rs] for rs in refreshes]}
-
-
-def _fmt(s: dict | None, digits: int = 3) -> str:
-    if s is None:
-        return "-"
-    return f"{s['mean']:.{digits}f} [{s['min']:.{digits}f}, {s['max']:.{digits}f}]"
 
 
 def _band_plot(series: dict[str, list[tuple[float, dict]]], path: Path, *, xlabel: str,
@@ -371,39 +356,31 @@ def main(argv: list[str] | None = None) -> int:
     base_eval = evaluate(args, args.model, data, out / "eval" / "base")
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         scored = list(pool.map(score, trained))
-    runs_by_arm: dict[str, list[Path]] = {}
-    for (arm, *_), dest in trained:
-        runs_by_arm.setdefault(arm, []).append(dest)
+    runs_by_arm: dict[str, dict[str, Path]] = {}
+    for (arm, *_, seed), dest in trained:
+        runs_by_arm.setdefault(arm, {})[f"t0-s{seed}"] = dest
     rollouts = args.prompts_per_step * args.num_generations
     summaries = {arm: summarise(arm, runs, rollouts) for arm, runs in runs_by_arm.items()}
     passk: dict[str, dict] = {"base": {k: spread([v["estimate"]])
                                        for k, v in base_eval["pass_at_k"].items()}}
+    kmax = str(max(int(k) for k in base_eval["pass_at_k"]))
     for arm in runs_by_arm:
         evals = [s for a, _, s in scored if a == arm]
         passk[arm] = {k: spread([e["pass_at_k"][k]["estimate"] for e in evals])
                       for k in evals[0]["pass_at_k"]}
+        # held-out S: pass@n with n samples = the share of held-out problems solved at least once
+        for (a, seed, e) in scored:
+            if a == arm:
+                summaries[arm]["per_run"][f"t0-s{seed}"]["heldout_S"] = \
+                    e["pass_at_k"][kmax]["estimate"]
     final_s = {arm: s["curve"][-1]["solvable"] for arm, s in summaries.items()}
-    kmax = str(max(int(k) for k in passk["base"]))
 
-    def by(key: str) -> dict:
-        return {arm: s[key] for arm, s in summaries.items()}
+    def values(arm: str, metric: str) -> dict[str, float] | None:
+        if arm not in summaries:
+            return None
+        return {k: v[metric] for k, v in summaries[arm]["per_run"].items() if metric in v}
 
-    def fewer(key: str) -> dict:  # "better" = fewer: the rule compares the negated values
-        return {arm: spread([-v for v in s[key]["values"]]) for arm, s in summaries.items()}
-
-    tests = {"H1 (S)": ("pope", "hard_only", final_s),
-             f"H1 (pass@{kmax})": ("pope", "hard_only", {a: v[kmax] for a, v in passk.items()}),
-             "H2": ("pope_easy_hard", "easy_hard_mix", final_s),
-             "H3": ("pope", "pope_no_revisit", final_s),
-             "H3 (organism)": ("pope", "pope_no_restate", final_s),
-             "H4 (S)": ("pope_online", "pope", final_s),
-             "H4 (guidance tokens, fewer)": ("pope_online", "pope", fewer("guidance_tokens")),
-             "H4 (total tokens, fewer)": ("pope_online", "pope", fewer("total_tokens")),
-             "H4 (S per token)": ("pope_online", "pope", by("solvable_per_mtok")),
-             "H5 (S)": ("pope_online", "ghpo", final_s),
-             "H6 (S)": ("pope_online", "fixed_ratio", final_s)}
-    decisions = {name: {"better": a, "worse": b, "verdict": decide(table[a], table[b])}
-                 for name, (a, b, table) in tests.items() if a in table and b in table}
+    decisions = judge(args.hypotheses_list, values)
     build_summary = json.loads((base_build / "summary.json").read_text())
     wall = time.monotonic() - started
     plot(summaries, passk, out)
@@ -418,13 +395,13 @@ def main(argv: list[str] | None = None) -> int:
              "reward | entropy | steps with guided reward > 0 | tokens generated | guidance "
              "tokens shown | final S per M tokens |", "|---|" + "---:|" * 11]
     for arm, s in summaries.items():
-        lines.append(f"| {arm} | {_fmt(s['curve'][0]['solvable'], 2)} | {_fmt(final_s[arm], 2)} "
-                     f"| {_fmt(passk[arm]['1'])} | {_fmt(passk[arm][kmax])} "
-                     f"| {_fmt(s['reward_guided'])} | {_fmt(s['reward_unguided'])} "
-                     f"| {_fmt(s['entropy'], 2)} | {s['steps_with_guided_reward']} "
-                     f"| {_fmt(s['total_tokens'], 0)} | {_fmt(s['guidance_tokens'], 0)} "
-                     f"| {_fmt(s['solvable_per_mtok'], 2)} |")
-    lines.append(f"| base | | | {_fmt(passk['base']['1'])} | {_fmt(passk['base'][kmax])} "
+        lines.append(f"| {arm} | {fmt_spread(s['curve'][0]['solvable'], 2)} | {fmt_spread(final_s[arm], 2)} "
+                     f"| {fmt_spread(passk[arm]['1'])} | {fmt_spread(passk[arm][kmax])} "
+                     f"| {fmt_spread(s['reward_guided'])} | {fmt_spread(s['reward_unguided'])} "
+                     f"| {fmt_spread(s['entropy'], 2)} | {s['steps_with_guided_reward']} "
+                     f"| {fmt_spread(s['total_tokens'], 0)} | {fmt_spread(s['guidance_tokens'], 0)} "
+                     f"| {fmt_spread(s['solvable_per_mtok'], 2)} |")
+    lines.append(f"| base | | | {fmt_spread(passk['base']['1'])} | {fmt_spread(passk['base'][kmax])} "
                  "| | | | | | | |")
     online = [(arm, s["refreshes"]) for arm, s in summaries.items() if any(s["refreshes"])]
     for arm, per_seed in online:
@@ -433,8 +410,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['refresh_step']}: {r['refresh_istar_hist']}, {r['refresh_graduated']}, "
             f"{r['refresh_tokens']}" for r in rs) for seed, rs in zip(args.seeds, per_seed)]
     lines += ["", "Mean [min, max] over seeds " + ", ".join(map(str, args.seeds)) + ".", ""]
-    lines += [f"- {name}: {d['better']} > {d['worse']}: **{d['verdict']}**"
-              for name, d in decisions.items()]
+    lines += ["Decisions (bench/RESULTS.md has both rules' pre-registration): the range rule (the "
+              "difference of means exceeds the larger seed range) and a paired bootstrap 95% CI "
+              "of the mean difference over runs.", ""]
+    lines += markdown_table(
+        ["hypothesis", "comparison", "metric", "range rule", "difference [95% CI]", "bootstrap"],
+        [[name, f"{d['better']} {'>' if d['direction'] == 'higher' else 'fewer than'} "
+                f"{d['worse']}", d["metric"], d["range_rule"],
+          "{:.3g} [{:.3g}, {:.3g}]".format(d["bootstrap"]["difference"], *d["bootstrap"]["ci"]),
+          d["bootstrap"]["verdict"]] for name, d in decisions.items()])
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -27,6 +27,7 @@ CASES = [
     (["--steps", "1.5"], "argument --steps: an integer >= 1 expected, got '1.5'"),
     (["--difficulty", "40"], "--difficulty / --easy-difficulty: difficulty: must be an integer"),
     (["--arms", "pope_no_restate"], "--arms pope_no_restate needs --ablation-model"),
+    (["--hypotheses", "/nonexistent/h.json"], "--hypotheses /nonexistent/h.json: "),
 ]
 
 
