@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import shutil
 import sys
 import time
@@ -20,6 +21,7 @@ import typer
 import typer.rich_utils
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.measure import Measurement
 from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
@@ -36,31 +38,55 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def setup_logging(verbose: bool) -> None:
-    """Log through the rich console: ours at WARNING, everything at DEBUG with -v (a library
-    that sets its own level on import keeps it).
+# pope's own loggers: INFO with -v, warnings and errors without (the root logger's level).
+OUR_LOGGERS = ("pope_cli", "pope_data", "pope_eval", "pope_train")
+# The engines and trainers pope drives: their INFO (what they load, how they run) with -v,
+# errors only without. Every other library (matplotlib, httpx, filelock, ...) logs warnings
+# and errors only, -v or not: its DEBUG is no help to a pope user.
+ENGINE_LOGGERS = ("vllm", "trl")
+# Libraries whose INFO is noise even with -v (file-by-file loading, config dumps): warnings
+# with -v, errors only without.
+QUIET_LOGGERS = ("transformers", "huggingface_hub", "datasets", "torch", "accelerate")
+# Warnings that say nothing a pope user can act on. TRL warns at every import that pope's
+# vLLM is outside the range it was tested with (pyproject.toml pins the pair that pope tests):
+# hidden without -v, shown once with it.
+QUIET_WARNINGS = ("TRL currently supports vLLM versions",)
 
-    Without -v the libraries' own logs and progress bars (vLLM, transformers, huggingface_hub,
-    datasets) are off, so only our progress lines and errors show. Libraries imported later
-    (vLLM also in its engine processes) read that from the environment; one already imported is
-    set directly. A variable the user set is left as it is. vLLM's own weight-loading bars
-    follow its `use_tqdm_on_load` engine option.
+
+def setup_logging(verbose: bool) -> None:
+    """Log through the rich console: pope's own warnings, and with -v pope's and the engines'
+    (vLLM, TRL) INFO; other libraries log only their warnings (-v) or errors.
+
+    Libraries' own progress bars (huggingface_hub, datasets, transformers) are off either way:
+    the command draws its own. Libraries imported later (vLLM also in its engine processes)
+    read that from the environment; one already imported is set directly. A variable the user
+    set is left as it is. vLLM's own weight-loading bars follow its `use_tqdm_on_load` engine
+    option. Known noise (QUIET_WARNINGS) is filtered here, in this process and (through
+    PYTHONWARNINGS) in the processes it starts.
     """
     import os
+    import warnings
 
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
+        level=logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
         force=True,
     )
-    for name in ("vllm", "transformers", "huggingface_hub", "datasets", "torch"):
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
-    if verbose:
-        return
-    for key, value in (("VLLM_LOGGING_LEVEL", "ERROR"), ("TRANSFORMERS_VERBOSITY", "error"),
-                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")):
+    for name in OUR_LOGGERS:  # without -v: the root's WARNING
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.NOTSET)
+    for name in ENGINE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("once" if verbose else "ignore", message=re.escape(message))
+    defaults = [("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+                ("VLLM_LOGGING_LEVEL", "INFO" if verbose else "ERROR"),
+                ("TRANSFORMERS_VERBOSITY", "warning" if verbose else "error")]
+    if not verbose:
+        defaults.append(("PYTHONWARNINGS", ",".join(f"ignore:{m}" for m in QUIET_WARNINGS)))
+    for key, value in defaults:
         os.environ.setdefault(key, value)
     for module, turn_off in (("huggingface_hub.utils", "disable_progress_bars"),
                              ("transformers.utils.logging", "disable_progress_bar"),
@@ -184,12 +210,19 @@ def run_command(verbose: bool, out: Path, *columns: Any) -> Iterator[RunState]:
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    table = Table(title=Text(title))
+    """A table on stdout, at least as wide as its title (which is never wrapped). On a terminal
+    it fits the window; in a log or a pipe (rich assumes 80 columns there) it is drawn at its
+    full width, so no cell or title is cut or broken mid-phrase."""
+    table = Table(title=Text(title), min_width=len(title) + 4)
     for i, h in enumerate(header):
         table.add_column(Text(h), justify="right" if i else "left")
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
-    out.print(table)
+    if out.is_terminal:
+        out.print(table)
+        return
+    full = Measurement.get(out, out.options.update(width=10_000), table).maximum
+    Console(file=out.file, width=max(out.width, full), color_system=None).print(table)
 
 
 def command_line() -> str:

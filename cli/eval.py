@@ -84,15 +84,19 @@ def pass_at_k_cmd(
 @app.command("compare")
 def compare_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Two or more pass-at-k run folders.")],
-    plot: Annotated[Path, typer.Option(help="Where to draw the comparison.")] = Path("compare.png"),
+    # Text, not a Path: a trailing slash (a folder to be made) must survive parsing.
+    plot: Annotated[str, typer.Option(help="PNG file to draw the comparison in (.png is added "
+                                           "to a name without one; a folder gets "
+                                           "compare.png).")] = "compare.png",
 ) -> None:
     """Print and plot several pass@k runs side by side."""
-    from pope_eval.report import compare_runs
+    from pope_eval.report import check_plot_path, compare_runs
 
     with handle_errors():
         if len(runs) < 2:
             error_line("compare needs at least two run folders")
             raise typer.Exit(2)
-        header, rows = compare_runs(runs, plot)
+        plot_file = check_plot_path(plot)
+        header, rows = compare_runs(runs, plot_file)
     print_table("pass@k", header, rows)
-    info_line(f"wrote {plot}")
+    info_line(f"wrote {plot_file}")

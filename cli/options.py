@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pope_eval.errors import ConfigError
 from pope_eval.options import flag_of, meta
 from pope_eval.presets import PRESETS, record
 
@@ -141,6 +143,9 @@ class _Spec:
             to_value = lambda v, d=declared: d if v is None else tuple(v)  # noqa: E731
         else:
             annotation = inner | None if (optional or force_optional) else inner
+            if inner is float:
+                # click reads "nan" and "inf" as floats: no float option takes them.
+                to_value = functools.partial(_finite, flag)
         if m["short"]:
             names.append(m["short"])
         self.leaves[flag] = _Leaf(param=flag[2:].replace("-", "_"), flag=flag,
@@ -187,6 +192,13 @@ class _Spec:
         if default is None:
             return cls(**mine)
         return dataclasses.replace(default, **mine)
+
+
+def _finite(flag: str, value: Any) -> Any:
+    """A float option's value; NaN or an infinity is a ConfigError naming the flag."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{flag}: must be a finite number, got {value}")
+    return value
 
 
 def _field_default(f: dataclasses.Field) -> Any:

@@ -69,7 +69,8 @@ def configs_cmd() -> None:
         for b in names:
             why = r.why_not(b)
             if why is not None:
-                out.print(f"{r.name} on {b}: {why}", highlight=False, markup=False)
+                out.print(f"{r.name} on {b}: {why}", highlight=False, markup=False,
+                          soft_wrap=True)
 
 
 def _backend_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -253,6 +254,10 @@ def run_cmd(
         plan = chosen.plan(recipe, model=model, export=str(export) if export else None,
                            train_files=tuple(train or ()), options=mine,
                            overrides=tuple(overrides or ()))
+        if not dry_run:  # a Hub id offline: one line now, not the Hub clients' retries later
+            from pope_eval.models import check_loadable
+
+            check_loadable(model)
         for label, text in plan.lines:
             console.print(Text.assemble((label, "bold"), f": {text}"), highlight=False,
                           soft_wrap=True)

@@ -229,10 +229,11 @@ def check_inputs(config: BuildConfig, *, inspect: bool) -> Inputs:
     loaded.counts.kept -= len(decontam.removed)
     if not problems:
         if not loaded.counts.other_shards:
-            reasons = "; ".join(f"row {e['row']}: {e['reason']}" if e["row"] else e["reason"]
-                                for e in quarantine.entries[:3])
+            # The build ends here: the quarantine the error names is written first.
+            where = quarantine.write_for_error(config.out)
+            reasons = quarantine.first_reasons()
             raise DataError(f"no usable problems from {origin}: {loaded.counts.describe()}"
-                            + (f" (first: {reasons})" if reasons else ""))
+                            + (f" (first: {reasons})" if reasons else "") + where)
         log.warning("shard %s of %s has no problems (rows: %s); it exports empty tables, which "
                     "pope-data merge joins with the other shards", config.shard, origin,
                     loaded.counts.describe())

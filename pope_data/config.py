@@ -5,6 +5,7 @@ The CLI builds exactly one; `run_build` records its fingerprint in run_config.js
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any
@@ -126,6 +127,12 @@ class BuildConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{_option(name)}: must be an integer >= 1, got {value!r}")
+        for name in ("difficulty_min", "difficulty_max", "max_prefix_fraction",
+                     "validation_fraction", "grading_timeout", "decontam_threshold"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not math.isfinite(value)):
+                raise ConfigError(f"{_option(name)}: must be a finite number, got {value!r}")
         if self.wave_size is not None and self.wave_size < 1:
             raise ConfigError(f"--wave-size: must be >= 1, got {self.wave_size}")
         if self.limit is not None and self.limit < 1:
@@ -136,7 +143,7 @@ class BuildConfig:
         if self.sampling.temperature <= 0:
             raise ConfigError("--temperature: the search samples, so it needs temperature > 0")
         if self.grading_timeout <= 0:
-            raise ConfigError(f"grading_timeout: must be > 0, got {self.grading_timeout}")
+            raise ConfigError(f"--grading-timeout: must be > 0, got {self.grading_timeout}")
         spec = get_source(self.source)
         if spec.generate is None and spec.hub_id is None and not (self.path or self.hub_id):
             raise ConfigError(f"--path: the {self.source} source needs --path FILE or --hub-id ID")

@@ -118,10 +118,12 @@ def draw_sum(rng: random.Random, difficulty: int) -> Sum:
     return Sum(start, tuple(operands))
 
 
-def check_difficulty(difficulty: int) -> None:
+def check_difficulty(difficulty: int, name: str = "organism difficulty") -> None:
+    """ConfigError unless `difficulty` is an integer in 1..MAX_DIFFICULTY; `name` is the option
+    that gave it (`difficulty`, `easy_difficulty`), named in the error."""
     if isinstance(difficulty, bool) or not isinstance(difficulty, int) \
             or not 1 <= difficulty <= MAX_DIFFICULTY:
-        raise ConfigError(f"organism difficulty: must be an integer in 1..{MAX_DIFFICULTY}, "
+        raise ConfigError(f"{name}: must be an integer in 1..{MAX_DIFFICULTY}, "
                           f"got {difficulty!r}")
 
 
@@ -139,9 +141,9 @@ class OrganismOptions:
                                      "(the easy set of the same family); 0: none.")
 
     def __post_init__(self) -> None:
-        check_difficulty(self.difficulty)
+        check_difficulty(self.difficulty, "difficulty")
         if self.easy_difficulty:
-            check_difficulty(self.easy_difficulty)
+            check_difficulty(self.easy_difficulty, "easy_difficulty")
 
 
 def generate_organism(count: int, *, seed: int = 0, difficulty: int = OrganismOptions.difficulty,

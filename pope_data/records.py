@@ -102,7 +102,8 @@ class RowCounts:
     def describe(self) -> str:
         """One line: read, quarantined, left out by --shard and --limit, kept (and the other
         causes when they took any row)."""
-        parts = [f"{self.read} read", f"{self.quarantined} quarantined (quarantine.jsonl)"]
+        parts = [f"{self.read} read", f"{self.quarantined} quarantined"
+                 + (" (quarantine.jsonl)" if self.quarantined else "")]
         if self.duplicates:
             parts.append(f"{self.duplicates} duplicates")
         parts.append(f"{self.other_shards} left out by --shard")

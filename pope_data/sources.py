@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pope_eval.datafiles import (
     hub_rows,
     iter_rows,
     parse_column_map,
+    truncated,
 )
 from pope_eval.errors import ConfigError
 from pope_eval.registry import Registry
@@ -38,8 +40,6 @@ DAPO_PREFIX = (
     "the form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n"
 )
 DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
-# Text fields of a raw row kept in quarantine.jsonl by the checks after loading, in characters.
-RAW_TEXT_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -102,21 +102,35 @@ class SourceSpec:
             if not sep or key not in names:
                 raise ConfigError(f"--source-option {item!r}: expected KEY=VALUE with KEY one of "
                                   f"{', '.join(names)}")
-            given[key] = _typed(types[key], raw.strip(), item)
-        return dataclasses.asdict(self.option_class(**given))
+            if key in given:
+                raise ConfigError(f"--source-option {key}: given twice ({key}={given[key]!r} "
+                                  f"and {item!r}); give each key once")
+            given[key] = _typed(types[key], raw.strip(), key)
+        try:
+            return dataclasses.asdict(self.option_class(**given))
+        except ConfigError as exc:  # the option class's own range checks name the key
+            raise ConfigError(f"--source-option {exc}") from None
 
 
-def _typed(tp: Any, raw: str, item: str) -> Any:
+# How a --source-option value's type is named in errors.
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+
+
+def _typed(tp: Any, raw: str, key: str) -> Any:
     """A --source-option value as the option's type (int, float, bool or text)."""
     try:
         if tp is bool:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(raw)
             return raw.lower() in ("true", "1", "yes")
-        return tp(raw) if tp in (int, float, str) else raw
+        value = tp(raw) if tp in (int, float, str) else raw
     except ValueError:
-        raise ConfigError(f"--source-option {item!r}: {raw!r} is not a "
-                          f"{getattr(tp, '__name__', tp)}") from None
+        raise ConfigError(f"--source-option {key}: must be "
+                          f"{_TYPE_WORDS.get(tp, getattr(tp, '__name__', str(tp)))}, got "
+                          f"{raw!r}") from None
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"--source-option {key}: must be a finite number, got {raw!r}")
+    return value
 
 
 def strip_dapo_wrapper(prompt: str) -> str:
@@ -200,17 +214,6 @@ class Loaded:
         self.counts.kept -= 1
 
 
-def _truncated(raw: Any, limit: int = RAW_TEXT_LIMIT) -> Any:
-    """A row for quarantine.jsonl with every text longer than `limit` characters cut."""
-    if isinstance(raw, str):
-        return raw if len(raw) <= limit else f"{raw[:limit]}... ({len(raw)} characters)"
-    if isinstance(raw, Mapping):
-        return {k: _truncated(v, limit) for k, v in raw.items()}
-    if isinstance(raw, list | tuple):
-        return [_truncated(v, limit) for v in raw]
-    return raw
-
-
 def normalise_text(text: str) -> str:
     """Key for deduplication: case, whitespace and LaTeX spacing do not count."""
     t = re.sub(r"\\[,;:! ]|~", " ", text.lower())
@@ -275,7 +278,7 @@ def normalise_rows(
         out.append(Problem(id=pid, problem=r.problem, answer=r.answer, source=source_name,
                            solution=solution, difficulty=difficulty,
                            domain=str(domain) if domain is not None else None))
-        loaded.origin[pid] = (r.rownum, _truncated(row))
+        loaded.origin[pid] = (r.rownum, truncated(row))
     if duplicates:
         log.info("%s: %d duplicate problems removed", origin, duplicates)
     loaded.counts.duplicates += duplicates
@@ -311,7 +314,7 @@ def load_problems(
         problems = spec.generate(limit, seed=seed, **(options or {}))
         loaded.counts.read += len(problems)
         for i, p in enumerate(problems, start=1):
-            loaded.origin[p.id] = (i, _truncated(p.to_dict()))
+            loaded.origin[p.id] = (i, truncated(p.to_dict()))
         if revision is not None:
             from pope_eval.runinfo import package_versions
 

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from pope_eval.datafiles import (
     SUFFIXES,
@@ -21,6 +22,7 @@ from pope_eval.datafiles import (
     hub_rows,
     iter_rows,
     parse_column_map,
+    truncated,
 )
 from pope_eval.errors import DataError
 from pope_eval.registry import Registry
@@ -81,6 +83,9 @@ class LoadedBenchmark:
     source: str  # bundled:NAME, hub:ORG/NAME[:split], or the file path (summary.json data_source)
     sha256: str  # of the file, or of the Hub split's rows
     quarantined: int = 0
+    # id -> (row number, the row with long texts cut): where a later check that refuses an
+    # item (gold answer, prompt length) finds the row it quarantines.
+    rows: dict[str, tuple[int, Any]] = field(default_factory=dict, repr=False)
 
 
 def bundled_file(name: str) -> Path:
@@ -140,14 +145,17 @@ def load_benchmark(
     before = len(quarantine)
     reader = RowReader(source, mapping, quarantine)
     items: list[EvalItem] = []
+    origin: dict[str, tuple[int, Any]] = {}
     for r in reader.rows(rows):
         raw_id = reader.value(r.row, "id")
         item_id = f"{id_prefix}{raw_id}" if raw_id is not None else f"row-{r.rownum}"
         if reader.claim_id(r.rownum, r.row, item_id):
             items.append(EvalItem(id=item_id, problem=r.problem, answer=r.answer))
+            origin[item_id] = (r.rownum, truncated(r.row))
     if limit is not None:
         items = items[:limit]
+        origin = {item.id: origin[item.id] for item in items}
     digest = hub.sha256 if hub is not None else file_sha256(path)
     log.info("%s: %d problems from %s (sha256 %s)", name, len(items), source, digest[:12])
     return LoadedBenchmark(name=name, items=items, source=source, sha256=digest,
-                           quarantined=len(quarantine) - before)
+                           quarantined=len(quarantine) - before, rows=origin)

@@ -6,6 +6,7 @@ judge them with one `RowReader`; errors name the file or dataset and the 1-based
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -310,15 +311,51 @@ class HubRows:
 def hub_rows(hub_id: str, split: str = "train", *, local: str = "a local file") -> HubRows:
     """Open a Hub dataset split for `RowReader`; any failure (offline, no such repo or split,
     auth) is one DataError naming the dataset and `local`, the option that avoids the Hub."""
+    from pope_eval.offline import hub_endpoint, hub_unreachable, offline_mode
+
     datasets = require("datasets", "core")
+    # A folder named like the id is read by `datasets` without the Hub; anything else needs it,
+    # or a copy in the datasets cache read in offline mode when the Hub does not answer.
+    unreachable = None if Path(hub_id).is_dir() else hub_unreachable()
     try:
-        ds = datasets.load_dataset(hub_id, split=split)
+        if unreachable is not None and not offline_mode():
+            with _hub_clients_offline(datasets):
+                ds = datasets.load_dataset(hub_id, split=split)
+        else:
+            ds = datasets.load_dataset(hub_id, split=split)
     except Exception as exc:  # offline, missing repo or split, auth: all end here
+        if unreachable is not None:
+            raise DataError(
+                f"cannot load {hub_id} (split {split!r}): the Hugging Face Hub "
+                f"({hub_endpoint()}) cannot be reached ({unreachable}) and the datasets cache "
+                f"holds no copy of it; use {local}") from None
         raise DataError(
             f"cannot load {hub_id} (split {split!r}) from the Hugging Face Hub "
             f"({type(exc).__name__}: {exc}); offline? use {local}"
         ) from exc
     return HubRows(hub_id, split, ds)
+
+
+@contextlib.contextmanager
+def _hub_clients_offline(datasets: Any) -> Iterator[None]:
+    """`datasets` and `huggingface_hub` in their offline mode (HF_HUB_OFFLINE, read once at
+    their import) for one load: a cached copy is read at once, with no retries of a Hub that
+    does not answer. Fails loudly if either library no longer has the switch."""
+    import huggingface_hub.constants as hub_constants
+
+    switches = [(datasets.config, "HF_HUB_OFFLINE"), (hub_constants, "HF_HUB_OFFLINE")]
+    for module, name in switches:
+        if not isinstance(getattr(module, name, None), bool):
+            raise RuntimeError(f"{module.__name__}.{name} is gone: pope's offline Hub "
+                               "loading needs updating for this version")
+    saved = [getattr(module, name) for module, name in switches]
+    try:
+        for module, name in switches:
+            setattr(module, name, True)
+        yield
+    finally:
+        for (module, name), value in zip(switches, saved):
+            setattr(module, name, value)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -343,6 +380,27 @@ class Quarantine:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def first_reasons(self, count: int = 3) -> str:
+        """'row 1: empty problem; row 4: ...': the first `count` reasons, for an error line."""
+        return "; ".join(f"row {e['row']}: {e['reason']}" if e["row"] is not None
+                         else e["reason"] for e in self.entries[:count])
+
+    def write_for_error(self, folder: str | Path) -> str:
+        """Write folder/quarantine.jsonl for an error that ends a run before its folder is
+        used (every row was refused): the error names it, and it lists every row and reason.
+        Returns the clause that points to it; '' when nothing is quarantined, when the folder
+        holds a run (its run_config.json: that run's own quarantine is left as it is) or cannot
+        be written (the error itself must still be shown)."""
+        from pope_eval.runinfo import RUN_CONFIG
+
+        if not self.entries or (Path(folder) / RUN_CONFIG).exists():
+            return ""
+        try:
+            path = self.write(Path(folder) / "quarantine.jsonl")
+        except OSError:
+            return ""
+        return f"; every row and reason in {path}"
+
     def write(self, path: str | Path) -> Path:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -352,6 +410,22 @@ class Quarantine:
                 fh.write(json.dumps(e, ensure_ascii=False) + "\n")
         tmp.replace(p)
         return p
+
+
+# Text fields of a raw row kept in quarantine.jsonl by the checks after loading, in characters.
+RAW_TEXT_LIMIT = 200
+
+
+def truncated(raw: Any, limit: int = RAW_TEXT_LIMIT) -> Any:
+    """A row for quarantine.jsonl with every text longer than `limit` characters cut (the row a
+    later check refuses is kept in the quarantine, not the whole of a long solution)."""
+    if isinstance(raw, str):
+        return raw if len(raw) <= limit else f"{raw[:limit]}... ({len(raw)} characters)"
+    if isinstance(raw, Mapping):
+        return {k: truncated(v, limit) for k, v in raw.items()}
+    if isinstance(raw, list | tuple):
+        return [truncated(v, limit) for v in raw]
+    return raw
 
 
 def _jsonable(raw: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ class PassAtKConfig:
             raise ConfigError(f"problems_per_batch: must be >= 1, got {self.problems_per_batch}")
         if self.samples_per_batch < 1:
             raise ConfigError(f"--batch-samples: must be >= 1, got {self.samples_per_batch}")
-        if self.grading_timeout <= 0:
+        if not math.isfinite(self.grading_timeout) or self.grading_timeout <= 0:
             raise ConfigError(f"grading_timeout: must be > 0, got {self.grading_timeout}")
         if self.ks is not None:
             if not self.ks:
@@ -143,20 +144,31 @@ def check_items(config: PassAtKConfig, bench: LoadedBenchmark, quarantine: Quara
 
         tokenizer, context = inspect_model(config.engine)
     items = list(bench.items)
-    for i in reversed(bad_golds([it.answer for it in items], timeout=config.grading_timeout)):
-        quarantine.add(bench.source, None, f"{items[i].id}: answer {items[i].answer!r} cannot be "
-                       "parsed by math-verify (no sample could be graded correct)")
-        del items[i]
+
+    def refuse(i: int, reason: str) -> None:
+        row, raw = bench.rows.get(items[i].id, (None, None))
+        quarantine.add(bench.source, row, f"{items[i].id}: {reason}", raw)
+
+    refused = set(bad_golds([it.answer for it in items], timeout=config.grading_timeout))
+    for i in sorted(refused):
+        refuse(i, f"answer {items[i].answer!r} cannot be parsed by math-verify (no sample could "
+                  "be graded correct)")
     if tokenizer is not None and context:
-        too_long = check_prompt_lengths([problem_messages(it.problem) for it in items], tokenizer,
-                                        config.sampling.max_tokens, context)
-        for i, tokens in reversed(too_long):
-            quarantine.add(bench.source, None, f"{items[i].id}: prompt is {tokens} tokens; with "
-                           f"--max-tokens {config.sampling.max_tokens} it exceeds the model's "
-                           f"context of {context} tokens")
-            del items[i]
+        kept = [i for i in range(len(items)) if i not in refused]
+        too_long = check_prompt_lengths([problem_messages(items[i].problem) for i in kept],
+                                        tokenizer, config.sampling.max_tokens, context)
+        for j, tokens in too_long:
+            refuse(kept[j], f"prompt is {tokens} tokens; with --max-tokens "
+                            f"{config.sampling.max_tokens} it exceeds the model's context of "
+                            f"{context} tokens")
+            refused.add(kept[j])
+    items = [it for i, it in enumerate(items) if i not in refused]
     if not items:
-        raise DataError(f"{config.data}: no usable problems ({len(quarantine)} rows quarantined)")
+        # The run ends here: the quarantine is written where the error says, with every reason.
+        where = quarantine.write_for_error(config.out)
+        first = quarantine.first_reasons()
+        raise DataError(f"{config.data}: no usable problems ({len(quarantine)} rows quarantined"
+                        + (f"; first: {first}" if first else "") + f"){where}")
     return LoadedBenchmark(name=bench.name, items=items, source=bench.source,
                            sha256=bench.sha256, quarantined=len(quarantine))
 

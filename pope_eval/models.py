@@ -46,7 +46,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """Where to load a model from: a local folder (`is_local`) or a Hub id."""
+    """Where to load a model from: a local folder (`is_local`) or a Hub id (`path` is then the
+    id, or its cached snapshot folder when the Hub cannot be reached)."""
 
     name: str
     path: str
@@ -72,11 +73,58 @@ def resolve_model(spec: str, cache_dir: str | os.PathLike | None = None) -> Reso
             raise ConfigError(f"--model {p}: a folder without config.json (not a model folder)")
         return ResolvedModel(name=spec, path=str(p.resolve()), is_local=True)
     if _HUB_ID.match(spec) and not p.exists():
-        return ResolvedModel(name=spec, path=spec, is_local=False)
+        return _hub_model(spec)
     raise ConfigError(
         f"model: {spec!r} is neither a bundled model ({', '.join(BUNDLED)}), "
         "a local model folder, nor a Hub id of the form ORG/NAME"
     )
+
+
+def _hub_model(spec: str) -> ResolvedModel:
+    """A Hub id: loaded by its id while the Hub answers, from its cached snapshot folder when it
+    does not (no retries of a Hub that is not there). Not cached and no Hub: the id, for a plan
+    to show; `check_loadable` refuses it before anything loads."""
+    from pope_eval.offline import hub_unreachable
+
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        snapshot = cached_snapshot(spec)
+        if snapshot is not None:
+            log.info("%s: the Hub cannot be reached (%s); loading the cached %s", spec,
+                     unreachable, snapshot)
+            return ResolvedModel(name=spec, path=str(snapshot), is_local=False)
+    return ResolvedModel(name=spec, path=spec, is_local=False)
+
+
+def check_loadable(spec: str, cache_dir: str | os.PathLike | None = None,
+                   option: str = "--model") -> ResolvedModel:
+    """`resolve_model`, and for a Hub id the check that it can be loaded now: when the Hub
+    cannot be reached (asked once, in seconds: `pope_eval.offline`) and its cache holds no copy,
+    one ConfigError saying so and naming the way out, instead of the Hub clients' retries."""
+    resolved = resolve_model(spec, cache_dir)
+    if resolved.is_local or resolved.path != spec:
+        return resolved
+    from pope_eval.offline import hub_endpoint, hub_unreachable
+
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        raise ConfigError(
+            f"{option} {spec}: the Hugging Face Hub ({hub_endpoint()}) cannot be reached "
+            f"({unreachable}) and its cache holds no copy of this model; use a local model "
+            f"folder ({option} PATH) or the bundled {', '.join(BUNDLED)}")
+    return resolved
+
+
+def cached_snapshot(spec: str) -> Path | None:
+    """The folder of a Hub model's cached snapshot (config.json included), read without the
+    network; None when it is not in the cache."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(spec, local_files_only=True))
+    except Exception:  # not cached (or no huggingface_hub): the caller says what to do
+        return None
+    return folder if (folder / "config.json").is_file() else None
 
 
 def bundled_gguf(name: str) -> Path:
@@ -159,8 +207,8 @@ def load_tokenizer(spec: str, cache_dir: str | os.PathLike | None = None):
 
 
 def _load_tokenizer_and_config(spec: str, cache_dir: str | os.PathLike | None) -> tuple[Any, Any]:
+    resolved = check_loadable(spec, cache_dir)
     transformers = require("transformers", "hf")
-    resolved = resolve_model(spec, cache_dir)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(resolved.path)
         config = transformers.AutoConfig.from_pretrained(resolved.path)
@@ -210,14 +258,16 @@ def model_revision(spec: str, cache_dir: str | os.PathLike | None = None) -> str
             if f.is_file() and not f.name.startswith("."):
                 h.update(f"{f.relative_to(resolved.path)}\0{file_sha256(f)}\n".encode())
         return "sha256:" + h.hexdigest()
+    snapshot = cached_snapshot(spec)
+    if snapshot is not None:
+        return snapshot.name
+    from pope_eval.offline import hub_unreachable
+
+    if hub_unreachable() is not None:  # not cached and no Hub: nothing to ask
+        return "unknown"
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi
 
-        return Path(snapshot_download(spec, local_files_only=True)).name
-    except Exception:  # not cached: ask the Hub; offline: unknown
-        try:
-            from huggingface_hub import HfApi
-
-            return HfApi().model_info(spec).sha or "unknown"
-        except Exception:
-            return "unknown"
+        return HfApi().model_info(spec).sha or "unknown"
+    except Exception:
+        return "unknown"

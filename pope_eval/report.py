@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from pope_eval.engines.base import describe_sampling
-from pope_eval.errors import DataError
+from pope_eval.errors import ConfigError, DataError
 
 
 def curve(summary: dict[str, Any]) -> list[tuple[int, float, float, float]]:
@@ -114,10 +115,40 @@ def load_summary(run_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
+PLOT_NAME = "compare.png"
+
+
+def check_plot_path(path: str | Path, option: str = "--plot") -> Path:
+    """The PNG file a comparison plot goes to, checked before anything is compared: a folder
+    (existing, or written with a trailing slash) gets `compare.png` in it, a name without a
+    suffix gets `.png`, another suffix is a ConfigError; so is a place that cannot hold the file
+    (a file in the way of its folder, a read-only folder)."""
+    text = str(path)
+    p = Path(path).expanduser()
+    if p.is_dir() or text.endswith(("/", os.sep)):
+        p = p / PLOT_NAME
+    elif not p.suffix:
+        p = p.with_name(p.name + ".png")
+    elif p.suffix.lower() != ".png":
+        raise ConfigError(f"{option} {text}: the plot is written as PNG; give a file name ending "
+                          f"in .png (or a folder, which gets {PLOT_NAME})")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{option} {text}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"{option} {text}: cannot write in {parent}")
+            break
+    if p.is_dir():
+        raise ConfigError(f"{option} {text}: {p} is a folder")
+    return p
+
+
 def compare_runs(
     dirs: Sequence[str | Path], plot_path: str | Path | None = None
 ) -> tuple[list[str], list[list[str]]]:
-    """Side-by-side pass@k table (header, rows) of several runs; also plots them when asked."""
+    """Side-by-side pass@k table (header, rows) of several runs; also plots them when asked
+    (`plot_path` as `check_plot_path` returns it: its folder is made if missing)."""
     summaries = [(str(d), load_summary(d)) for d in dirs]
     labels = [f"{Path(d).name} ({s.get('model', '?')})" for d, s in summaries]
     all_ks = sorted({k for _, s in summaries for k, *_ in curve(s)})
@@ -135,6 +166,7 @@ def compare_runs(
             row.append(f"{vals[1] - vals[0]:+.3f}" if None not in vals else "-")
         rows.append(row)
     if plot_path is not None:
+        Path(plot_path).parent.mkdir(parents=True, exist_ok=True)
         plot_curves(list(zip(labels, [s for _, s in summaries])), Path(plot_path),
                     title="pass@k comparison")
     return header, rows

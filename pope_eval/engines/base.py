@@ -6,6 +6,7 @@ Every backend implements `Engine.generate` (results in input order) and may stre
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +45,10 @@ class Sampling:
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) \
                 or self.max_tokens < 1:
             raise ConfigError(f"--max-tokens: must be an integer >= 1, got {self.max_tokens!r}")
-        if not isinstance(self.temperature, int | float) or self.temperature < 0:
-            raise ConfigError(f"--temperature: must be >= 0, got {self.temperature!r}")
+        if not isinstance(self.temperature, int | float) or not math.isfinite(self.temperature) \
+                or self.temperature < 0:
+            raise ConfigError(f"--temperature: must be a finite number >= 0, got "
+                              f"{self.temperature!r}")
         if not isinstance(self.top_p, int | float) or not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p: must be in (0, 1], got {self.top_p!r}")
         if self.top_k is not None and (isinstance(self.top_k, bool)

@@ -82,7 +82,7 @@ def test_a_real_source_takes_every_row_unless_limit_is_given(tmp_path, scripted,
     scripted.use(problems)
     res = _build(typed, tmp_path / "all", "--source", "generic", "--path", str(path))
     assert res.exit_code == 0, res.output
-    assert ("rows: 20 read, 0 quarantined (quarantine.jsonl), 0 left out by --shard, "
+    assert ("rows: 20 read, 0 quarantined, 0 left out by --shard, "
             "0 left out by --limit; 20 kept") in text(res)
     assert pl.read_parquet(tmp_path / "all" / "problems.parquet").height == 20
     assert BuildConfig(source="generic", path=str(path)).limit is None
@@ -155,8 +155,11 @@ def test_a_shard_of_unusable_rows_is_still_an_error_naming_the_counts(tmp_path, 
     assert res.exit_code == 2
     assert ("no usable problems from " + str(path) + ": 1 read, 1 quarantined "
             "(quarantine.jsonl), 0 left out by --shard, 0 left out by --limit; 0 kept "
-            "(first: row 1: empty problem)") in text(res)
-    assert not (tmp_path / "o").exists()
+            "(first: row 1: empty problem); every row and reason in "
+            + str(tmp_path / "o" / "quarantine.jsonl")) in text(res)
+    # The quarantine the error names is there, and nothing else: no lock, config or journal.
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["quarantine.jsonl"]
+    assert json.loads((tmp_path / "o" / "quarantine.jsonl").read_text())["row"] == 1
 
 
 # -- quarantine -------------------------------------------------------------------------------

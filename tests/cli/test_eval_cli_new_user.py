@@ -192,7 +192,7 @@ def test_an_unwritable_model_cache_is_one_line_naming_it(tmp_path, monkeypatch):
 
 
 # -- library noise stays behind -v -----------------------------------------------------------
-LIBRARY_LOGGERS = ("vllm", "transformers", "huggingface_hub", "datasets", "torch")
+LIBRARY_LOGGERS = ("vllm", "trl", "transformers", "huggingface_hub", "datasets", "torch")
 QUIET_ENV = ("VLLM_LOGGING_LEVEL", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS",
              "HF_DATASETS_DISABLE_PROGRESS_BARS")
 
@@ -210,7 +210,8 @@ def restore_logging():
     """The root logger and the library loggers as they were before the test."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    libraries = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    libraries = {name: logging.getLogger(name).level
+                 for name in (*LIBRARY_LOGGERS, "pope_cli", "pope_data", "pope_eval", "pope_train")}
     yield
     root.handlers[:], root.level = handlers, level
     for name, lib_level in libraries.items():
@@ -231,10 +232,16 @@ def test_without_v_library_logs_are_off_and_the_users_settings_kept(clean_env, r
     assert logging.getLogger("pope_eval.evaluate").isEnabledFor(logging.WARNING)
     assert not logging.getLogger("pope_eval.evaluate").isEnabledFor(logging.INFO)
 
+    # -v: pope's and the engines' INFO, the other libraries' warnings, nobody's DEBUG.
     setup_logging(True)
-    for name in LIBRARY_LOGGERS:
+    for name in ("vllm", "trl", "pope_eval.evaluate", "pope_data.build"):
         assert logging.getLogger(name).isEnabledFor(logging.INFO)
-    assert logging.getLogger("pope_eval.evaluate").isEnabledFor(logging.DEBUG)
+    for name in ("transformers", "huggingface_hub", "datasets", "torch", "matplotlib"):
+        assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+    for name in (*LIBRARY_LOGGERS, "pope_eval.evaluate", "matplotlib.font_manager"):
+        assert not logging.getLogger(name).isEnabledFor(logging.DEBUG)
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"  # bars stay off with -v too
 
 
 @pytest.mark.slow

@@ -244,7 +244,10 @@ def test_unreachable_hub_model_is_one_line(tmp_path, monkeypatch):
     res = runner.invoke(eval_app, ["pass-at-k", "--model", "nobody/no-such-model-7",
                                    "--engine", "transformers", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2, res.output
-    assert "--model nobody/no-such-model-7: cannot load its tokenizer and config" in text(res)
+    assert "--model nobody/no-such-model-7: the Hugging Face Hub (" in text(res)
+    assert ("cannot be reached (HF_HUB_OFFLINE is set) and its cache holds no copy of this "
+            "model; use a local model folder (--model PATH) or the bundled smollm2-135m"
+            ) in text(res)
     assert "Traceback" not in res.output and not (tmp_path / "r").exists()
 
 

@@ -151,10 +151,11 @@ def test_the_organism_source_through_pope_data_build_checks_its_options_first(tm
     from typer.testing import CliRunner
 
     runner = CliRunner()
-    for option, named in (("difficulty=40", "organism difficulty: must be an integer in 1..16"),
+    for option, named in (("difficulty=40", "--source-option difficulty: must be an integer in 1..16"),
                           ("depth=3", "expected KEY=VALUE with KEY one of difficulty, "
                                       "easy_difficulty"),
-                          ("easy_difficulty=two", "'two' is not a int")):
+                          ("easy_difficulty=two", "--source-option easy_difficulty: must be an integer, "
+                                                  "got 'two'")):
         out = tmp_path / option.split("=")[0]
         res = runner.invoke(app, ["build", "--source", "organism", "--source-option", option,
                                   "--model", "tests/data/organism", "--out", str(out)])

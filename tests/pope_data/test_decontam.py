@@ -155,6 +155,8 @@ def test_load_eval_sets_reports_sets_it_cannot_load(tmp_path, monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    # The Hub answers (pope_eval.offline), then the load fails.
+    monkeypatch.setattr("pope_eval.offline.hub_unreachable", lambda: None)
     missing = tmp_path / "missing.jsonl"
     eval_sets, not_checked = load_eval_sets(
         [str(bundled_file("aime2025")), "hub:MathArena/hmmt_feb_2025", str(missing)])

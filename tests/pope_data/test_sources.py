@@ -266,8 +266,8 @@ def test_a_generator_source_declares_its_own_options(tmp_path, monkeypatch):
     runner = CliRunner()
     for args, message in [
         (["--source-option", "fcator=3"], "expected KEY=VALUE with KEY one of factor, loud"),
-        (["--source-option", "factor=three"], "'three' is not a int"),
-        (["--source-option", "loud=maybe"], "'maybe' is not a bool"),
+        (["--source-option", "factor=three"], "factor: must be an integer, got 'three'"),
+        (["--source-option", "loud=maybe"], "loud: must be true or false, got 'maybe'"),
     ]:
         res = runner.invoke(app, ["build", "--source", "times", "--out", str(tmp_path / "x"),
                                   *args])

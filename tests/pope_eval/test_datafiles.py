@@ -174,6 +174,8 @@ def test_hub_rows_failure_is_one_error(monkeypatch):
         raise ConnectionError("Couldn't reach the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    # The Hub answers (pope_eval.offline), then the load fails.
+    monkeypatch.setattr("pope_eval.offline.hub_unreachable", lambda: None)
     with pytest.raises(DataError) as err:
         hub_rows("org/name", "test", local="a local file with --path")
     assert str(err.value) == ("cannot load org/name (split 'test') from the Hugging Face Hub "
