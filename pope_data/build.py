@@ -26,7 +26,7 @@ from pope_data.report import write_report
 from pope_data.search import make_strategy
 from pope_data.segments import Segmentation, fallback_prefix, segment
 from pope_data.service import SearchService, SearchTask, ServiceProgress
-from pope_data.shards import parse_shard
+from pope_data.sharding import parse_shard
 from pope_data.sources import Loaded, SourceSpec, get_source, load_problems
 from pope_eval.datafiles import Quarantine
 from pope_eval.engines import Engine, LazyEngine

@@ -20,7 +20,7 @@ from pope_data.search import (
     strategy_names,
 )
 from pope_data.segments import MODES
-from pope_data.shards import parse_shard
+from pope_data.sharding import parse_shard
 from pope_data.sources import SOURCES, get_source, source_names
 from pope_eval.engines import EngineConfig, Sampling
 from pope_eval.errors import ConfigError

@@ -1,7 +1,7 @@
 """Shards of one build over several machines (`--shard i/N`) and `pope-data merge` of their outputs.
 
-`in_shard(problem_id, parse_shard("2/8"))` decides membership by a stable hash of the id; `merge(dirs,
-dest)` joins finished shard builds into a folder like a build's, refusing overlaps, gaps, mixed configs.
+`merge(dirs, dest)` joins finished shard builds into a folder like a build's, refusing overlaps, gaps,
+mixed configs; which problems a shard takes is `pope_data.sharding` (re-exported here).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pope_data.sharding import in_shard, parse_shard
 from pope_eval.errors import ConfigError, DataError
 from pope_eval.runinfo import (
     RUN_CONFIG,
@@ -25,29 +26,10 @@ from pope_eval.runinfo import (
     package_versions,
     write_json_atomic,
 )
-from pope_eval.seeds import stable_int
 
 QUARANTINE = "quarantine.jsonl"
 TABLES = ("prefixes.parquet", "curate.parquet", "problems.parquet")
-
-
-def parse_shard(spec: str | None) -> tuple[int, int] | None:
-    """'2/8' -> (2, 8): this process takes shard 2 of 8 (0-based)."""
-    if not spec:
-        return None
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard: expected I/N (e.g. 0/4), got {spec!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ConfigError(f"--shard: need 0 <= I < N, got {spec!r}")
-    return i, n
-
-
-def in_shard(problem_id: str, shard: tuple[int, int] | None) -> bool:
-    if shard is None:
-        return True
-    return stable_int(f"shard:{problem_id}") % shard[1] == shard[0]
+__all__ = ["in_shard", "merge", "parse_shard"]
 
 
 @dataclass(frozen=True)

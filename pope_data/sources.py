@@ -17,7 +17,7 @@ from typing import Any
 
 from pope_data.organism import OrganismOptions, generate_organism
 from pope_data.records import Problem, RowCounts
-from pope_data.shards import in_shard
+from pope_data.sharding import in_shard
 from pope_data.synthetic import generate_synthetic
 from pope_eval.datafiles import (
     Quarantine,
