@@ -227,7 +227,7 @@ def run_tokens(rows: list[dict], rollouts: int) -> dict:
 def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
     """One arm over its runs (keyed "t<task seed>-s<training seed>"): S curves, rewards, tokens,
     refreshes with their spread, and `per_run`, each run's values of the hypotheses' metrics."""
-    from pope_train.trl_metrics import read_metrics
+    from pope_train.backends.trl.metrics import read_metrics
 
     keys = list(runs)
     per_seed = [read_metrics(runs[k] / "metrics.jsonl") for k in keys]

@@ -25,7 +25,7 @@ from pope_data.config import DEMO_SAMPLING  # noqa: E402
 from pope_eval.engines import EngineConfig, Sampling  # noqa: E402
 from pope_eval.evaluate import PassAtKConfig, run_pass_at_k  # noqa: E402
 from pope_eval.report import plot_curves  # noqa: E402
-from pope_train.trl_metrics import read_metrics  # noqa: E402
+from pope_train.backends.trl.metrics import read_metrics  # noqa: E402
 
 
 def held_out_hard(build: Path, dest: Path) -> Path:
@@ -67,7 +67,7 @@ def training_signal(metrics: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pope_train.trl_backend import TrlConfig, plan_trl, train
+    from pope_train.backends.trl.backend import TrlConfig, plan_trl, train
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", type=Path, required=True)

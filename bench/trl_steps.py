@@ -19,8 +19,8 @@ import torch
 
 from pope_data.export import PrefixChoice, write_export
 from pope_data.synthetic import generate_synthetic
-from pope_train.trl_backend import TrlConfig, plan_trl, train
-from pope_train.trl_metrics import read_metrics
+from pope_train.backends.trl.backend import TrlConfig, plan_trl, train
+from pope_train.backends.trl.metrics import read_metrics
 
 
 def small_export(root: Path, problems: int) -> Path:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trl_steps import small_export  # noqa: E402
 
-from pope_train.trl_backend import PopeReward, TrlConfig, plan_trl  # noqa: E402
+from pope_train.backends.trl.backend import PopeReward, TrlConfig, plan_trl  # noqa: E402
 
 
 def timed_generate(trainer: Any, calls: list[dict[str, float]]) -> None:

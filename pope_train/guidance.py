@@ -1,7 +1,7 @@
 """Guidance that changes during training: online POPE (i* re-searched with the policy), fixed-ratio
 prefixes (QuestA-style) and hinted regeneration of all-failed groups (GHPO-style).
 
-Backend-agnostic parts; `pope_train.trl_guidance` wires them into TRL.
+Backend-agnostic parts; `pope_train.backends.trl.trainer` wires them into TRL.
 
 - `load_guided_problems(export_dir, hard_ids)` reads the build beside an export (its problems,
   solutions, segmenter, guidance wording and per-problem prefix) and checks them before training.

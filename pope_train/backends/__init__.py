@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pope_eval.registry import Registry
 from pope_train.backends.base import Outcome, Plan, Progress, TrainBackend
-from pope_train.backends.trl import TrlBackend
-from pope_train.backends.verl import VerlBackend
+from pope_train.backends.trl.adapter import TrlBackend
+from pope_train.backends.verl.adapter import VerlBackend
 
 BACKENDS: Registry[TrainBackend] = Registry("backend", option="--backend")
 BACKENDS.add(VerlBackend.name, VerlBackend())

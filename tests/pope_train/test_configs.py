@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pope_train.launch import CONFIG_DIR
+from pope_train.backends.verl.launch import CONFIG_DIR
 from pope_train.recipes import RECIPES
 
 # Per config: the values that make it the paper's run (everything else comes from _pope.yaml).

@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from pope_eval.errors import ConfigError, DataError, MissingExtraError
+from pope_train.backends.verl.launch import LaunchConfig, plan_launch, require_verl
 from pope_train.data import check_data_file, check_same_schema
-from pope_train.launch import LaunchConfig, plan_launch, require_verl
 from pope_train.recipes import RECIPES
 
 

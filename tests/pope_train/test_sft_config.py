@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pope_eval.errors import ConfigError
-from pope_train.launch import CONFIG_DIR, SFT_CONFIG, LaunchConfig, plan_launch
+from pope_train.backends.verl.launch import CONFIG_DIR, SFT_CONFIG, LaunchConfig, plan_launch
 from pope_train.sft import sft_data, write_sft_data
 from tests.trl.conftest import scripted_build
 

@@ -1,4 +1,4 @@
-"""Guidance during training (pope_train.guidance, pope_train.trl_guidance): the rules on small
+"""Guidance during training (pope_train.guidance, pope_train.backends.trl.trainer): the rules on small
 inputs, the refresh through pope's journal with the real organism, and the three guidance arms
 of the quick organism study (the `study` fixture: 20 real TRL GRPO steps per arm).
 """
@@ -19,6 +19,8 @@ from pope_data.journal import Journal
 from pope_eval.engines import EngineConfig, Sampling
 from pope_eval.engines.transformers_engine import TransformersEngine
 from pope_eval.errors import ConfigError
+from pope_train.backends.trl.metrics import read_metrics
+from pope_train.backends.trl.trainer import REFRESH_FIELDS, merge_rows
 from pope_train.guidance import (
     GroupHints,
     GuidanceTable,
@@ -29,8 +31,6 @@ from pope_train.guidance import (
     refresh,
     refresh_fingerprint,
 )
-from pope_train.trl_guidance import REFRESH_FIELDS, merge_rows
-from pope_train.trl_metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ORGANISM = ROOT / "tests" / "data" / "organism"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pope_train.trl_metrics import EVAL_FIELDS, read_metrics
+from pope_train.backends.trl.metrics import EVAL_FIELDS, read_metrics
 from tests.trl.conftest import STUDY_ARMS
 
 ROOT = Path(__file__).resolve().parents[2]

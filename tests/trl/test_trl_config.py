@@ -18,8 +18,7 @@ from pope_cli.train import app
 from typer.testing import CliRunner
 
 from pope_eval.errors import ConfigError, DataError
-from pope_train.recipes import RECIPES
-from pope_train.trl_backend import (
+from pope_train.backends.trl.backend import (
     PAPER_SETTINGS,
     PopeReward,
     TrlConfig,
@@ -28,7 +27,8 @@ from pope_train.trl_backend import (
     rollout_engine,
     train,
 )
-from pope_train.trl_metrics import STEP_FIELDS, batch_stats, plot_metrics, step_record
+from pope_train.backends.trl.metrics import STEP_FIELDS, batch_stats, plot_metrics, step_record
+from pope_train.recipes import RECIPES
 from tests.trl.conftest import make_export
 
 runner = CliRunner()
@@ -276,7 +276,7 @@ def test_step_records_and_plot(tmp_path):
 
 
 def test_pope_train_and_the_trl_path_import_without_verl():
-    code = ("import sys, pope_train, pope_train.trl_backend, pope_train.trl_metrics, pope_cli.train; "
+    code = ("import sys, pope_train, pope_train.backends.trl.backend, pope_train.backends.trl.metrics, pope_cli.train; "
             "assert 'verl' not in sys.modules, 'verl imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from pope_data.synthetic import generate_synthetic
 from pope_eval.engines import Sampling
 from pope_eval.errors import ConfigError
-from pope_train.trl_backend import TrlConfig, plan_trl, train
-from pope_train.trl_eval import EvalPlan, aggregate, eval_seed, evaluate_policy
-from pope_train.trl_metrics import EVAL_FIELDS, STEP_FIELDS, plot_metrics, read_metrics
+from pope_train.backends.trl.backend import TrlConfig, plan_trl, train
+from pope_train.backends.trl.eval import EvalPlan, aggregate, eval_seed, evaluate_policy
+from pope_train.backends.trl.metrics import EVAL_FIELDS, STEP_FIELDS, plot_metrics, read_metrics
 from tests.trl.conftest import ECHO, make_export
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ from pope_cli.eval import app as eval_app
 from pope_cli.train import app as train_app
 from typer.testing import CliRunner
 
-from pope_train.trl_metrics import read_metrics
+from pope_train.backends.trl.metrics import read_metrics
 from tests.trl.conftest import scripted_build
 
 pytestmark = pytest.mark.slow

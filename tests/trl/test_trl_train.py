@@ -12,8 +12,8 @@ from pope_cli.eval import app as eval_app
 from pope_cli.train import app as train_app
 from typer.testing import CliRunner
 
-from pope_train.trl_backend import TrlConfig, plan_trl, train
-from pope_train.trl_metrics import STEP_FIELDS, read_metrics
+from pope_train.backends.trl.backend import TrlConfig, plan_trl, train
+from pope_train.backends.trl.metrics import STEP_FIELDS, read_metrics
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -1,6 +1,6 @@
-"""The TRL backend: GRPO in-process on one machine (CPU included), via `pope_train.trl_backend`.
+"""The TRL backend: GRPO in-process on one machine (CPU included), via `pope_train.backends.trl.backend`.
 
-Registered as `trl` in `pope_train.backends.BACKENDS`; its options are `trl_backend.TrlOptions`, its
+Registered as `trl` in `pope_train.backends.BACKENDS`; its options are `backend.TrlOptions`, its
 settings per recipe the GRPOConfig fields in `pope_train.recipes`. It takes no `key=value` overrides.
 """
 
@@ -10,8 +10,8 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from pope_train import trl_backend
 from pope_train.backends.base import Outcome, Plan, Progress
+from pope_train.backends.trl import backend as trl_backend
 from pope_train.recipes import Recipe
 
 

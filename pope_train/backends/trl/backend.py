@@ -18,13 +18,15 @@ from typing import Any
 from pope_eval.errors import ConfigError, require
 from pope_eval.options import option
 from pope_eval.runinfo import LOCK_OWNER, RunLock, lock_run_dir
-from pope_train.data import check_data_file, check_inputs, check_same_schema, export_train_files
-from pope_train.guidance import parse_ratios
-from pope_train.recipes import RECIPES
-from pope_train.reward import compute_score_batch
-from pope_train.sft import SftData, SftOptions, sft_data
-from pope_train.trl_eval import EvalPlan, check_eval_options, eval_callback, plan_evaluation
-from pope_train.trl_guidance import (
+from pope_train.backends.trl.eval import (
+    EvalPlan,
+    check_eval_options,
+    eval_callback,
+    plan_evaluation,
+)
+from pope_train.backends.trl.metrics import MetricsWriter, batch_stats, plot_metrics, step_record
+from pope_train.backends.trl.sft import SFT_DIR, SftProgress, run_sft
+from pope_train.backends.trl.trainer import (
     GUIDANCE_DIR,
     Guide,
     GuidePlan,
@@ -33,8 +35,11 @@ from pope_train.trl_guidance import (
     plan_guidance,
     refresh_callback,
 )
-from pope_train.trl_metrics import MetricsWriter, batch_stats, plot_metrics, step_record
-from pope_train.trl_sft import SFT_DIR, SftProgress, run_sft
+from pope_train.data import check_data_file, check_inputs, check_same_schema, export_train_files
+from pope_train.guidance import parse_ratios
+from pope_train.recipes import RECIPES
+from pope_train.reward import compute_score_batch
+from pope_train.sft import SftData, SftOptions, sft_data
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +185,7 @@ class TrlPlan:
     evaluation: EvalPlan | None = None
     sft: dict[str, Any] | None = None  # SFTConfig fields of the SFT stage (configs with one)
     sft_data: SftData | None = None
-    guide: GuidePlan | None = None  # guidance during training (pope_train.trl_guidance)
+    guide: GuidePlan | None = None  # guidance during training (pope_train.backends.trl.trainer)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary (the CLI's --dry-run, run_config.json)."""

@@ -24,7 +24,7 @@ from pope_eval.seeds import stable_int
 from pope_train.data import check_data_file
 
 if TYPE_CHECKING:
-    from pope_train.trl_backend import TrlConfig, TrlOptions
+    from pope_train.backends.trl.backend import TrlConfig, TrlOptions
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def aggregate(hard_counts: Sequence[tuple[int, int]], heldout_counts: Sequence[t
 
 def live_engine(model: Any, tokenizer: Any, *, seed: int, batch_size: int) -> Any:
     """pope's transformers engine over the policy being trained (no reload, no copy): what the
-    evaluation and the guidance refresh (pope_train.trl_guidance) sample from."""
+    evaluation and the guidance refresh (pope_train.backends.trl.trainer) sample from."""
     from pope_eval.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(

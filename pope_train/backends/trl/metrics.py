@@ -1,7 +1,7 @@
 """Per-step training signals of the TRL backend: guided/unguided reward, solvability, metrics file, plot.
 
 `batch_stats(scores, infos, hard_ids)` summarises one step's rollouts; `MetricsWriter` appends one
-JSON object per step (and per evaluation, `pope_train.trl_eval`) to DIR/metrics.jsonl;
+JSON object per step (and per evaluation, `pope_train.backends.trl.eval`) to DIR/metrics.jsonl;
 `plot_metrics(path, png)` draws them.
 """
 
@@ -27,7 +27,7 @@ STEP_FIELDS: dict[str, str] = {
     "grad_norm": "grad_norm",
     "learning_rate": "learning_rate",
     "step_time": "step_time",
-    # pope_train.trl_guidance: what the step generated and showed (all guidance kinds), and the
+    # pope_train.backends.trl.trainer: what the step generated and showed (all guidance kinds), and the
     # GHPO-style hinting (groups regenerated, rounds of hints)
     "rollout_tokens": "pope/rollout_tokens",
     "guidance_tokens": "pope/guidance_tokens",
@@ -36,7 +36,7 @@ STEP_FIELDS: dict[str, str] = {
 }
 
 
-# An evaluation's record (`pope_train.trl_eval.evaluate_policy`): a line with `eval_step` instead
+# An evaluation's record (`pope_train.backends.trl.eval.evaluate_policy`): a line with `eval_step` instead
 # of `step`, so step records and evaluation records never mix.
 EVAL_FIELDS: tuple[str, ...] = (
     "eval_step",                # the optimizer steps taken before it (0: the base model)

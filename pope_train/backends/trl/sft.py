@@ -1,7 +1,7 @@
 """The SFT stage of `sft_then_rl` on TRL: `SFTTrainer` on pope_train.sft's examples, saved as a plain model folder.
 
 `run_sft(settings, data, model_path, progress)` writes OUT/sft/train.parquet and sft/metrics.jsonl,
-fine-tunes, and returns OUT/sft/final: the model GRPO then starts from (`trl_backend.sft_settings`).
+fine-tunes, and returns OUT/sft/final: the model GRPO then starts from (`backend.sft_settings`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pope_train.backends.trl.metrics import MetricsWriter
 from pope_train.sft import SftData, write_sft_data
-from pope_train.trl_metrics import MetricsWriter
 
 log = logging.getLogger(__name__)
 

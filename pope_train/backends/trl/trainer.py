@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pope_eval.engines import Sampling
 from pope_eval.errors import ConfigError, DataError
 from pope_eval.prompts import Guidance
+from pope_train.backends.trl.eval import live_engine
 from pope_train.guidance import (
     GroupHints,
     GuidanceTable,
@@ -38,10 +39,9 @@ from pope_train.guidance import (
     refresh_fingerprint,
 )
 from pope_train.recipes import RECIPES
-from pope_train.trl_eval import live_engine
 
 if TYPE_CHECKING:
-    from pope_train.trl_backend import TrlConfig
+    from pope_train.backends.trl.backend import TrlConfig
 
 log = logging.getLogger(__name__)
 

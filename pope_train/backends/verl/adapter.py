@@ -1,4 +1,4 @@
-"""The verl backend: `python -m verl.trainer.main_ppo` on a Ray cluster (GPUs), via `pope_train.launch`.
+"""The verl backend: `python -m verl.trainer.main_ppo` on a Ray cluster (GPUs), via `pope_train.backends.verl.launch`.
 
 Registered as `verl` in `pope_train.backends.BACKENDS`; its options are `launch.VerlOptions`, its
 settings per recipe `pope_train/config/NAME.yaml`, and any `key=value` is a verl/Hydra override.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from pope_train import launch
 from pope_train.backends.base import Outcome, Plan, Progress
+from pope_train.backends.verl import launch
 from pope_train.recipes import Recipe
 
 

@@ -26,7 +26,7 @@ from pope_train.sft import SftData, SftOptions, sft_data, write_sft_data
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"  # pope_train/config/
 EXTERNAL_MODULES = "pope_train.advantages"
 SETUP_HINT = (
     "verl is not importable in this Python ({python}): training lives in its own venv "
