@@ -76,14 +76,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          f"ablations ({', '.join(ABLATIONS)})")
     ap.add_argument("--seeds", type=int_list("--seeds"), default=[0, 1, 2],
                     help="training seeds, comma-separated integers >= 0")
+    ap.add_argument("--task-seeds", "--task-seed", dest="task_seeds", type=int_list("--task-seeds"),
+                    default=[0], help="build seeds (the task draw: problems, the split, the "
+                                      "search), comma-separated integers >= 0; every arm runs "
+                                      "every training seed on every task draw")
+    ap.add_argument("--eval-seed", type=int_at_least("--eval-seed", 0), default=0,
+                    help="pope-eval's sampling seed on the held-out hard split")
     ap.add_argument("--quick", action="store_true",
                     help="CI size: 24 problems, 20 steps, evaluation with 8 samples")
     ap.add_argument("--difficulty", type=int_at_least("--difficulty", 1), default=10,
                     help="hard problems' operations")
     ap.add_argument("--easy-difficulty", type=int_at_least("--easy-difficulty", 1), default=3,
                     help="easy problems' operations")
-    ap.add_argument("--problems", type=int_at_least("--problems", 2), default=48,
+    ap.add_argument("--problems", type=int_at_least("--problems", 2), default=96,
                     help="problems generated (half easy)")
+    ap.add_argument("--validation-fraction",
+                    type=float_in("--validation-fraction", 0.0, 0.9, open_low=True), default=0.3,
+                    help="share of the problems held out (the held-out hard split)")
+    ap.add_argument("--min-held-out", type=int_at_least("--min-held-out", 1), default=8,
+                    help="a task draw with fewer held-out hard problems stops the study")
     ap.add_argument("--k", type=int_at_least("--k", 1), default=64,
                     help="unguided samples that define 'hard'")
     ap.add_argument("--n", type=int_at_least("--n", 1), default=8,
@@ -121,6 +132,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.problems, args.steps, args.eval_every = 24, 20, 10
         args.eval_samples = args.passk_samples = 8
+        args.min_held_out = 1
     if args.refresh_n is None:
         args.refresh_n = args.n
     if args.max_tokens is None:
@@ -153,24 +165,47 @@ def _not_runnable(name: str) -> str | None:
     return RECIPES[name].why_not("trl")
 
 
-def build(args: argparse.Namespace, model: str, guidance: str, dest: Path) -> Path:
-    if (dest / "export" / "README.md").exists() or (dest / "summary.json").exists():
-        return dest
-    run_logged([cli("pope-data"), "build", "--out", str(dest), "--source", "organism",
+def build_command(args: argparse.Namespace, model: str, guidance: str, dest: Path,
+                  task_seed: int) -> list[str]:
+    return [cli("pope-data"), "build", "--out", str(dest), "--source", "organism",
          "--source-option", f"difficulty={args.difficulty}",
          "--source-option", f"easy_difficulty={args.easy_difficulty}",
          "--limit", str(args.problems), "--model", model, "--engine", "transformers",
          "--k", str(args.k), "--n", str(args.n), "--max-tokens", str(args.max_tokens),
          "--temperature", str(args.temperature), "--top-p", "1.0", "--guidance", guidance,
          "--max-prefix-fraction", str(args.max_prefix_fraction),
-         "--validation-fraction", "0.25", "--seed", "0"], dest.parent / f"{dest.name}.log",
-        threads=2)
+         "--validation-fraction", str(args.validation_fraction), "--seed", str(task_seed)]
+
+
+def build(args: argparse.Namespace, model: str, guidance: str, dest: Path,
+          task_seed: int) -> Path:
+    """`pope-data build` of one task draw (skipped when finished), and its held-out hard split
+    (dest/held_out_hard.jsonl), at least --min-held-out problems."""
+    if not ((dest / "export" / "README.md").exists() or (dest / "summary.json").exists()):
+        run_logged(build_command(args, model, guidance, dest, task_seed),
+                   dest.parent / f"{dest.name}.log", threads=2)
+    data = held_out_hard(dest, dest / "held_out_hard.jsonl")
+    held_out = len(data.read_text().splitlines())
+    if held_out < args.min_held_out:
+        raise SystemExit(f"{dest}: task seed {task_seed} holds {held_out} held-out hard problems, "
+                         f"fewer than --min-held-out {args.min_held_out}; raise --problems or "
+                         "--validation-fraction")
     return dest
+
+
+def _run_dir(out: Path, item: tuple) -> Path:
+    """One run's folder: DIR/t<task seed>/runs/<arm>-s<training seed>."""
+    arm, *_, t, seed = item
+    return out / f"t{t}" / "runs" / f"{arm}-s{seed}"
+
+
+def _trained(dest: Path) -> bool:
+    return (dest / "final" / "config.json").exists()
 
 
 def train(args: argparse.Namespace, recipe: str, model: str, build_dir: Path, dest: Path,
           seed: int) -> Path:
-    if (dest / "final" / "config.json").exists():
+    if _trained(dest):
         return dest
     if dest.exists():  # a run that died: start it again
         shutil.rmtree(dest)
@@ -193,7 +228,7 @@ def evaluate(args: argparse.Namespace, model: str, data: Path, dest: Path) -> di
         run_logged([cli("pope-eval"), "pass-at-k", "--data", str(data), "--model", model,
              "--engine", "transformers", "--n", str(args.passk_samples),
              "--max-tokens", str(args.max_tokens), "--temperature", str(args.temperature),
-             "--top-p", "1.0", "--seed", "0", "--out", str(dest)],
+             "--top-p", "1.0", "--seed", str(args.eval_seed), "--out", str(dest)],
             dest.parent / f"{dest.name}.log", threads=1)
     return json.loads((dest / "summary.json").read_text())
 
@@ -322,58 +357,80 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print(f"[{0:6.0f} s] build", flush=True)
-    base_build = build(args, args.model, "pope", out / "build")
-    builds = {"pope": base_build}
-    plan = []  # (arm, recipe, model, build, seed)
-    for arm in args.arms:
-        recipe, model, b = arm, args.model, base_build
-        if arm == "pope_no_revisit":
-            recipe, b = "pope", build(args, args.model, "no-revisit", out / "build-no-revisit")
-        elif arm == "pope_no_restate":
-            recipe, model = "pope", args.ablation_model
-            b = build(args, model, "pope", out / "build-no-restate")
-        builds[arm] = b
-        plan += [(arm, recipe, model, b, seed) for seed in args.seeds]
-    data = held_out_hard(base_build, base_build / "held_out_hard.jsonl")
-    print(f"[{time.monotonic() - started:6.0f} s] {len(plan)} training runs, {args.jobs} at a time",
-          flush=True)
+
+    def say(text: str) -> None:
+        print(f"[{time.monotonic() - started:6.0f} s] {text}", flush=True)
+
+    plan = []  # (arm, recipe, model, build, task seed, seed): one run folder each
+    base_builds: dict[int, Path] = {}
+    for t in args.task_seeds:
+        say(f"build, task seed {t}")
+        task = out / f"t{t}"
+        base_builds[t] = build(args, args.model, "pope", task / "build", t)
+        for arm in args.arms:
+            recipe, model, b = arm, args.model, base_builds[t]
+            if arm == "pope_no_revisit":
+                recipe, b = "pope", build(args, args.model, "no-revisit",
+                                          task / "build-no-revisit", t)
+            elif arm == "pope_no_restate":
+                recipe, model = "pope", args.ablation_model
+                b = build(args, model, "pope", task / "build-no-restate", t)
+            plan += [(arm, recipe, model, b, t, seed) for seed in args.seeds]
+    todo = [p for p in plan if not _trained(_run_dir(out, p))]
+    say(f"{len(plan)} training runs ({len(plan) - len(todo)} finished before), {args.jobs} at "
+        "a time")
 
     def one(item):
-        arm, recipe, model, b, seed = item
-        dest = train(args, recipe, model, b, out / "runs" / f"{arm}-s{seed}", seed)
-        print(f"[{time.monotonic() - started:6.0f} s] trained {arm} seed {seed}", flush=True)
-        return item, dest
+        arm, recipe, model, b, t, seed = item
+        dest = train(args, recipe, model, b, _run_dir(out, item), seed)
+        say(f"trained {arm}, task seed {t}, seed {seed}")
+        return dest
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        trained = list(pool.map(one, plan))
-    print(f"[{time.monotonic() - started:6.0f} s] pope-eval", flush=True)
+        list(pool.map(one, todo))
+    say("pope-eval")
+    # Every finished run of the arms on these task draws is summarised, those of earlier parts
+    # with other --seeds included: a study runs in parts into one folder.
+    found = sorted({(arm, t, seed) for arm, *_, t, seed in plan}
+                   | {(arm, t, int(d.name.rsplit("-s", 1)[1]))
+                      for arm in args.arms for t in args.task_seeds
+                      for d in (out / f"t{t}" / "runs").glob(f"{arm}-s*")
+                      if d.name.rsplit("-s", 1) == [arm, d.name.rsplit("-s", 1)[1]]
+                      and d.name.rsplit("-s", 1)[1].isdigit() and _trained(d)})
 
     def score(item):
-        (arm, _, _, _, seed), dest = item
-        return arm, seed, evaluate(args, str(dest / "final"), data, out / "eval" / f"{arm}-s{seed}")
+        arm, t, seed = item
+        data = base_builds[t] / "held_out_hard.jsonl"
+        dest = out / f"t{t}" / "runs" / f"{arm}-s{seed}"
+        return item, evaluate(args, str(dest / "final"), data,
+                              out / f"t{t}" / "eval" / f"{arm}-s{seed}")
 
-    base_eval = evaluate(args, args.model, data, out / "eval" / "base")
+    base_evals = {t: evaluate(args, args.model, base_builds[t] / "held_out_hard.jsonl",
+                              out / f"t{t}" / "eval" / "base") for t in args.task_seeds}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        scored = list(pool.map(score, trained))
+        scored = list(pool.map(score, found))
     runs_by_arm: dict[str, dict[str, Path]] = {}
-    for (arm, *_, seed), dest in trained:
-        runs_by_arm.setdefault(arm, {})[f"t0-s{seed}"] = dest
+    for arm, t, seed in found:
+        runs_by_arm.setdefault(arm, {})[f"t{t}-s{seed}"] = \
+            out / f"t{t}" / "runs" / f"{arm}-s{seed}"
     rollouts = args.prompts_per_step * args.num_generations
     summaries = {arm: summarise(arm, runs, rollouts) for arm, runs in runs_by_arm.items()}
-    passk: dict[str, dict] = {"base": {k: spread([v["estimate"]])
-                                       for k, v in base_eval["pass_at_k"].items()}}
-    kmax = str(max(int(k) for k in base_eval["pass_at_k"]))
+    passk: dict[str, dict] = {"base": {
+        k: spread([e["pass_at_k"][k]["estimate"] for e in base_evals.values()])
+        for k in next(iter(base_evals.values()))["pass_at_k"]}}
+    kmax = str(max(int(k) for k in passk["base"]))
     for arm in runs_by_arm:
-        evals = [s for a, _, s in scored if a == arm]
+        evals = [e for (a, *_), e in scored if a == arm]
         passk[arm] = {k: spread([e["pass_at_k"][k]["estimate"] for e in evals])
                       for k in evals[0]["pass_at_k"]}
         # held-out S: pass@n with n samples = the share of held-out problems solved at least once
-        for (a, seed, e) in scored:
+        for (a, t, seed), e in scored:
             if a == arm:
-                summaries[arm]["per_run"][f"t0-s{seed}"]["heldout_S"] = \
+                summaries[arm]["per_run"][f"t{t}-s{seed}"]["heldout_S"] = \
                     e["pass_at_k"][kmax]["estimate"]
     final_s = {arm: s["curve"][-1]["solvable"] for arm, s in summaries.items()}
+    heldout_s = {arm: spread([v["heldout_S"] for v in s["per_run"].values()])
+                 for arm, s in summaries.items()}
 
     def values(arm: str, metric: str) -> dict[str, float] | None:
         if arm not in summaries:
@@ -381,35 +438,41 @@ def main(argv: list[str] | None = None) -> int:
         return {k: v[metric] for k, v in summaries[arm]["per_run"].items() if metric in v}
 
     decisions = judge(args.hypotheses_list, values)
-    build_summary = json.loads((base_build / "summary.json").read_text())
+    builds = {t: json.loads((b / "summary.json").read_text()) for t, b in base_builds.items()}
     wall = time.monotonic() - started
     plot(summaries, passk, out)
     (out / "results.json").write_text(json.dumps({
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "build": build_summary, "summaries": summaries, "final_solvable": final_s,
-        "pass_at_k": passk, "decisions": decisions, "wall_s": round(wall)}, indent=2) + "\n")
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                     if k != "hypotheses_list"},
+        "builds": {str(t): b for t, b in builds.items()}, "summaries": summaries,
+        "final_solvable": final_s, "heldout_solvable": heldout_s, "pass_at_k": passk,
+        "decisions": decisions, "wall_s": round(wall)}, indent=2) + "\n")
     lines = [f"Study: `{' '.join(['python', 'bench/organism.py', *(argv or sys.argv[1:])])}`, "
              f"{round(wall)} s.", "",
-             f"Build: {_counts(build_summary)}", "",
-             "| arm | S(0) | final S | pass@1 | pass@" + kmax + " | guided reward | unguided "
-             "reward | entropy | steps with guided reward > 0 | tokens generated | guidance "
-             "tokens shown | final S per M tokens |", "|---|" + "---:|" * 11]
+             *[f"Build, task seed {t}: {_counts(b)}" for t, b in builds.items()], "",
+             "| arm | runs | S(0) | final S | held-out S | pass@1 | pass@" + kmax + " | guided "
+             "reward | unguided reward | entropy | steps with guided reward > 0 | tokens "
+             "generated | guidance tokens shown | final S per M tokens |", "|---|" + "---:|" * 13]
     for arm, s in summaries.items():
-        lines.append(f"| {arm} | {fmt_spread(s['curve'][0]['solvable'], 2)} | {fmt_spread(final_s[arm], 2)} "
+        lines.append(f"| {arm} | {len(s['per_run'])} | {fmt_spread(s['curve'][0]['solvable'], 2)} "
+                     f"| {fmt_spread(final_s[arm], 2)} | {fmt_spread(heldout_s[arm], 2)} "
                      f"| {fmt_spread(passk[arm]['1'])} | {fmt_spread(passk[arm][kmax])} "
                      f"| {fmt_spread(s['reward_guided'])} | {fmt_spread(s['reward_unguided'])} "
                      f"| {fmt_spread(s['entropy'], 2)} | {s['steps_with_guided_reward']} "
                      f"| {fmt_spread(s['total_tokens'], 0)} | {fmt_spread(s['guidance_tokens'], 0)} "
                      f"| {fmt_spread(s['solvable_per_mtok'], 2)} |")
-    lines.append(f"| base | | | {fmt_spread(passk['base']['1'])} | {fmt_spread(passk['base'][kmax])} "
+    lines.append(f"| base | | | | {fmt_spread(passk['base'][kmax], 2)} "
+                 f"| {fmt_spread(passk['base']['1'])} | {fmt_spread(passk['base'][kmax])} "
                  "| | | | | | | |")
     online = [(arm, s["refreshes"]) for arm, s in summaries.items() if any(s["refreshes"])]
     for arm, per_seed in online:
-        lines += ["", f"{arm} refreshes (step: prefix histogram, graduated, tokens), per seed:"]
-        lines += [f"- seed {seed}: " + "; ".join(
+        lines += ["", f"{arm} refreshes (step: prefix histogram, graduated, tokens), per run:"]
+        lines += [f"- {key}: " + "; ".join(
             f"{r['refresh_step']}: {r['refresh_istar_hist']}, {r['refresh_graduated']}, "
-            f"{r['refresh_tokens']}" for r in rs) for seed, rs in zip(args.seeds, per_seed)]
-    lines += ["", "Mean [min, max] over seeds " + ", ".join(map(str, args.seeds)) + ".", ""]
+            f"{r['refresh_tokens']}" for r in rs)
+            for key, rs in zip(summaries[arm]["per_run"], per_seed)]
+    lines += ["", "Mean [min, max] over runs (task seed x training seed); held-out S = pope-eval "
+              f"pass@{kmax} with {kmax} samples on the held-out hard split.", ""]
     lines += ["Decisions (bench/RESULTS.md has both rules' pre-registration): the range rule (the "
               "difference of means exceeds the larger seed range) and a paired bootstrap 95% CI "
               "of the mean difference over runs.", ""]
