@@ -38,7 +38,7 @@ POPE_TRAIN = str(Path(sys.executable).parent / "pope-train")
 
 
 def _rows(study: Path, subset: str) -> list[dict]:
-    return pq.read_table(study / "build" / "export" / subset / "train.parquet").to_pylist()
+    return pq.read_table(study / "t0" / "build" / "export" / subset / "train.parquet").to_pylist()
 
 
 def _hard_ids(study: Path) -> set[str]:
@@ -46,7 +46,7 @@ def _hard_ids(study: Path) -> set[str]:
 
 
 def _table(study: Path) -> GuidanceTable:
-    problems, guidance = load_guided_problems(study / "build" / "export", _hard_ids(study))
+    problems, guidance = load_guided_problems(study / "t0" / "build" / "export", _hard_ids(study))
     return GuidanceTable(problems, guidance)
 
 
@@ -190,11 +190,11 @@ def test_a_killed_refresh_resumes_from_its_journal_to_the_same_prefixes(study, t
 # -- the guidance arms of the quick study --------------------------------------------------------
 
 def _steps(study: Path, arm: str) -> list[dict]:
-    return [r for r in read_metrics(study / "runs" / f"{arm}-s0" / "metrics.jsonl") if "step" in r]
+    return [r for r in read_metrics(study / "t0" / "runs" / f"{arm}-s0" / "metrics.jsonl") if "step" in r]
 
 
 def test_online_pope_refreshes_through_its_journal_and_never_lengthens_a_prefix(study):
-    run = study / "runs" / "pope_online-s0"
+    run = study / "t0" / "runs" / "pope_online-s0"
     records = [r for r in read_metrics(run / "metrics.jsonl") if "refresh_step" in r]
     assert [r["refresh_step"] for r in records] == [10]  # every 10 steps, not after the last
     assert all(set(REFRESH_FIELDS) <= set(r) for r in records)
@@ -212,7 +212,7 @@ def test_online_pope_refreshes_through_its_journal_and_never_lengthens_a_prefix(
 
 
 def test_online_pope_keeps_two_rows_per_hard_problem_with_the_unguided_half_unchanged(study):
-    history = (study / "runs" / "pope_online-s0" / "guidance" / "refreshes.jsonl").read_text()
+    history = (study / "t0" / "runs" / "pope_online-s0" / "guidance" / "refreshes.jsonl").read_text()
     table = _table(study)
     table.prefix = json.loads(history.splitlines()[-1])["prefix"]
     mix = _rows(study, "mix")
@@ -258,7 +258,7 @@ def test_fixed_ratio_shows_half_the_solution_then_a_quarter(study):
 
 
 def test_ghpo_hints_only_groups_whose_rollouts_all_failed(study):
-    run = study / "runs" / "ghpo-s0"
+    run = study / "t0" / "runs" / "ghpo-s0"
     rounds = [json.loads(x) for x in (run / "guidance" / "hints.jsonl").read_text().splitlines()]
     assert rounds, "the hard set fails unguided: some group is hinted"
     for r in rounds:
@@ -286,7 +286,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_pope_train_refuses_a_guidance_option_of_another_config_and_verl_names_the_hook(study,
                                                                                        tmp_path):
-    export = str(study / "build" / "export")
+    export = str(study / "t0" / "build" / "export")
     res = _cli("pope", "--backend", "trl", "--model", str(ORGANISM), "--export", export,
                "--out", str(tmp_path / "a"), "--ratio-schedule", "0.4", "--dry-run")
     assert res.returncode == 2 and "ratio_schedule: applies to config fixed_ratio" in \

@@ -21,14 +21,14 @@ ORGANISM = ROOT / "tests" / "data" / "organism"
 
 
 def test_the_hard_set_is_zero_of_k_and_most_hard_problems_get_a_minimal_prefix(study):
-    curate = pl.read_parquet(study / "build" / "curate.parquet")
+    curate = pl.read_parquet(study / "t0" / "build" / "curate.parquet")
     hard = curate.filter(pl.col("hard"))
     assert hard.height >= 4
     assert (hard["correct"] == 0).all() and (hard["drawn"] == hard["k"]).all()
     assert (hard["k"] >= 64).all()
     easy = curate.filter(~pl.col("hard"))
     assert easy.height >= 4 and (easy["correct"] >= 1).all()  # the easy set of the same family
-    prefixes = pl.read_parquet(study / "build" / "prefixes.parquet")
+    prefixes = pl.read_parquet(study / "t0" / "build" / "prefixes.parquet")
     assert set(prefixes["problem_id"]) == set(hard["id"])
     found = prefixes.filter(~pl.col("fallback"))
     assert found.height > prefixes.height / 2
@@ -36,8 +36,8 @@ def test_the_hard_set_is_zero_of_k_and_most_hard_problems_get_a_minimal_prefix(s
 
 
 def test_pope_learns_from_guided_rollouts_and_hard_only_gets_no_update_without_a_success(study):
-    pope = [r for r in read_metrics(study / "runs" / "pope-s0" / "metrics.jsonl") if "step" in r]
-    hard = [r for r in read_metrics(study / "runs" / "hard_only-s0" / "metrics.jsonl")
+    pope = [r for r in read_metrics(study / "t0" / "runs" / "pope-s0" / "metrics.jsonl") if "step" in r]
+    hard = [r for r in read_metrics(study / "t0" / "runs" / "hard_only-s0" / "metrics.jsonl")
             if "step" in r]
     assert len(pope) == len(hard) == 20
     assert any((r["reward_guided"] or 0) > 0 for r in pope)
@@ -51,18 +51,18 @@ def test_pope_learns_from_guided_rollouts_and_hard_only_gets_no_update_without_a
         from safetensors.numpy import load_file
 
         base = load_file(ORGANISM / "model.safetensors")
-        final = load_file(study / "runs" / "hard_only-s0" / "final" / "model.safetensors")
+        final = load_file(study / "t0" / "runs" / "hard_only-s0" / "final" / "model.safetensors")
         assert all((final[k] == v).all() for k, v in base.items())
 
 
 def test_the_evaluation_callback_and_pope_eval_report_every_arm(study):
     for arm in STUDY_ARMS:
-        evals = [r for r in read_metrics(study / "runs" / f"{arm}-s0" / "metrics.jsonl")
+        evals = [r for r in read_metrics(study / "t0" / "runs" / f"{arm}-s0" / "metrics.jsonl")
                  if "eval_step" in r]
         assert [r["eval_step"] for r in evals] == [0, 10, 20]
         assert all(set(EVAL_FIELDS) <= set(r) for r in evals)
         assert evals[0]["eval_solvable"] == 0.0  # the hard set, by construction
-        summary = json.loads((study / "eval" / f"{arm}-s0" / "summary.json").read_text())
+        summary = json.loads((study / "t0" / "eval" / f"{arm}-s0" / "summary.json").read_text())
         assert "8" in summary["pass_at_k"]
     results = json.loads((study / "results.json").read_text())
     assert set(results["summaries"]) == set(STUDY_ARMS)
