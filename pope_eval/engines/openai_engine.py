@@ -141,33 +141,37 @@ class OpenAIEngine(Engine):
                         progress(done, tokens)
         return out  # type: ignore[return-value]
 
-    async def _one(self, client, sems, r: GenerationRequest, first_url: str) -> GenerationResult:
+    async def _one(self, client, slots: _Slots, r: GenerationRequest) -> GenerationResult:
         if r.seed is not None and self.send_seed and r.n > 1:
             # Per-sample seeds: sample j depends on (seed, offset + j) only, so a prompt's
             # samples drawn in several requests equal one request's.
             parts = await asyncio.gather(*[
-                self._with_retries(client, sems, replace(
+                self._with_retries(client, slots, replace(
                     r, n=1, sample_offset=0,
-                    seed=sample_seed(self.seed, r.seed, r.sample_offset + j)), first_url)
+                    seed=sample_seed(self.seed, r.seed, r.sample_offset + j)))
                 for j in range(r.n)])
             return GenerationResult(request=r, samples=tuple(s for p in parts for s in p.samples),
                                     prompt_tokens=parts[0].prompt_tokens)
-        return await self._with_retries(client, sems, r, first_url)
+        return await self._with_retries(client, slots, r)
 
-    async def _with_retries(self, client, sems, r: GenerationRequest, first_url: str):
-        urls = [first_url] + [u for u in self.endpoints if u != first_url]
+    async def _with_retries(self, client, slots: _Slots, r: GenerationRequest):
         errors: list[str] = []
+        failed: set[str] = set()
         for attempt in range(self.max_retries + 1):
-            url = urls[attempt % len(urls)]  # a failing endpoint hands the retry to the next
+            # A free slot on the endpoint with the most free; a retry avoids the endpoints that
+            # failed this request while another one is left.
+            url = await slots.acquire(failed)
             try:
-                async with sems[url]:
-                    return await self._post(client, url, r)
+                return await self._post(client, url, r)
             except _Retryable as exc:
                 errors.append(f"{url}: {exc}")
-                if attempt < self.max_retries:
-                    delay = self.backoff_base * (2**attempt) * (0.5 + random.random())
-                    log.warning("openai engine: %s (retry %d in %.1fs)", exc, attempt + 1, delay)
-                    await asyncio.sleep(delay)
+                failed.add(url)
+            finally:
+                slots.release(url)
+            if attempt < self.max_retries:
+                delay = self.backoff_base * (2**attempt) * (0.5 + random.random())
+                log.warning("openai engine: %s (retry %d in %.1fs)", errors[-1], attempt + 1, delay)
+                await asyncio.sleep(delay)
         raise EngineError(
             f"openai engine: request failed after {self.max_retries + 1} attempts; "
             f"last error: {errors[-1]}"
@@ -232,22 +236,49 @@ class OpenAIEngine(Engine):
                 task.cancel()
 
 
+class _Slots:
+    """`concurrency` request slots per endpoint, shared by every request of a stream: a request
+    (or one sample of a seeded request) waits for a free slot on any endpoint, so no endpoint
+    idles while another has a queue."""
+
+    def __init__(self, endpoints: tuple[str, ...], concurrency: int) -> None:
+        self.free = dict.fromkeys(endpoints, concurrency)
+        self.changed = asyncio.Condition()
+
+    async def acquire(self, avoid: set[str]) -> str:
+        async with self.changed:
+            while True:
+                usable = [u for u in self.free if u not in avoid] or list(self.free)
+                best = max(usable, key=self.free.__getitem__)
+                if self.free[best] > 0:
+                    self.free[best] -= 1
+                    return best
+                await self.changed.wait()
+
+    def release(self, url: str) -> None:
+        self.free[url] += 1
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify()
+
+
 class _OpenAIStream(EngineStream):
     """Requests go out as they are submitted, on an event loop in a thread of their own: each
-    endpoint keeps up to `concurrency` requests open, a new request goes to the endpoint with the
-    fewest unfinished, and replies come back through `poll` as they arrive."""
+    endpoint keeps up to `concurrency` requests open (`_Slots`), and replies come back through
+    `poll` as they arrive."""
 
     def __init__(self, engine: OpenAIEngine) -> None:
         self.engine = engine
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._futures: set[concurrent.futures.Future] = set()
-        self._load = dict.fromkeys(engine.endpoints, 0)  # unfinished requests per endpoint
         self._error: BaseException | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pope-openai",
                                         daemon=True)
         self._thread.start()
-        self._client, self._sems = asyncio.run_coroutine_threadsafe(
+        self._client, self._slots = asyncio.run_coroutine_threadsafe(
             self._open(), self._loop).result()
 
     async def _open(self):
@@ -258,19 +289,17 @@ class _OpenAIStream(EngineStream):
         limits = httpx.Limits(max_connections=e.concurrency * len(e.endpoints))
         client = httpx.AsyncClient(headers=headers, limits=limits,
                                    timeout=httpx.Timeout(e.request_timeout))
-        return client, {url: asyncio.Semaphore(e.concurrency) for url in e.endpoints}
+        return client, _Slots(e.endpoints, e.concurrency)
 
     @property
     def in_flight(self) -> int:
         return len(self._futures)
 
     def submit(self, key: Hashable, request: GenerationRequest) -> None:
-        url = min(self._load, key=self._load.__getitem__)
-        self._load[url] += 1
         fut = asyncio.run_coroutine_threadsafe(
-            self.engine._one(self._client, self._sems, request, url), self._loop)
+            self.engine._one(self._client, self._slots, request), self._loop)
         self._futures.add(fut)
-        fut.add_done_callback(lambda f: self._done.put((key, url, f)))
+        fut.add_done_callback(lambda f: self._done.put((key, f)))
 
     def poll(self, timeout: float | None = None) -> list[tuple[Any, GenerationResult]]:
         if self._error is not None:
@@ -287,9 +316,8 @@ class _OpenAIStream(EngineStream):
             except queue.Empty:
                 break
         out = []
-        for key, url, fut in items:
+        for key, fut in items:
             self._futures.discard(fut)
-            self._load[url] -= 1
             if fut.cancelled():
                 continue
             exc = fut.exception()

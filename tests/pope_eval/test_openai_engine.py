@@ -166,3 +166,83 @@ def test_top_k_and_min_p_reach_the_server_only_when_set(stub):
     first, second = handler.bodies
     assert (first["top_k"], first["min_p"]) == (20, 0.05)
     assert "top_k" not in second and "min_p" not in second
+
+
+class _SlowStub(http.server.BaseHTTPRequestHandler):
+    """Answers every request wrongly after a long-tailed delay; records (start, end) per request."""
+
+    spans: list = []
+    lock = threading.Lock()
+
+    def do_POST(self):  # noqa: N802
+        import random
+
+        start = time.monotonic()
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        rng = random.Random(body.get("seed", 0))
+        time.sleep(min(1.5, 0.2 + rng.expovariate(1 / 0.3)))
+        reply = (b'{"choices":[{"index":0,"text":"\\\\boxed{-1}","finish_reason":"stop"}],'
+                 b'"usage":{"prompt_tokens":3,"completion_tokens":5}}')
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+        with type(self).lock:
+            type(self).spans.append((start, time.monotonic()))
+
+    def log_message(self, *args):
+        pass
+
+
+def _window_share(spans: list, window: int) -> float:
+    """Mean share of the window in flight from the first request to the last one's start (after
+    that, no request is left to send: the tail of the last sequential probes)."""
+    t0 = min(s for s, _ in spans)
+    t1 = max(s for s, _ in spans)
+    busy = sum(max(0.0, min(e, t1) - max(s, t0)) for s, e in spans)
+    return busy / (window * (t1 - t0))
+
+
+def test_streaming_service_keeps_every_endpoints_window_full(tmp_path):
+    """Two endpoints with uneven reply times, 2 requests each in flight: through the search
+    service (curate waves of 1 and 1 sample per problem, every problem hard), the servers see
+    their windows full until the last requests, and never more than the window. (Replies take
+    longer than grading, as a model's do: the test measures the client, not math-verify.)"""
+    from pope_data.journal import Journal
+    from pope_data.search import make_strategy
+    from pope_data.service import SearchService, SearchTask
+    from pope_data.synthetic import generate_synthetic
+    from pope_eval.grading import grade_many
+
+    grade_many(["\\boxed{1}"], ["1"])  # the grading workers' start is not the client's
+
+    servers, urls = [], []
+    handler = type("Slow", (_SlowStub,), {"spans": [], "lock": threading.Lock()})
+    for _ in range(2):
+        port = free_port()
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        urls.append(f"http://127.0.0.1:{port}/v1")
+    try:
+        engine = make_engine(EngineConfig(engine="openai", model="m", endpoints=tuple(urls),
+                                          concurrency=2))
+        problems = generate_synthetic(24, seed=2)
+        service = SearchService(engine, Journal.open(tmp_path / "j.sqlite", {}),
+                                sampling=Sampling(max_tokens=8), samples_per_batch=1)
+        tasks = [SearchTask(p, make_strategy("curate", problem_id=p.id, min_prefix=0,
+                                             max_prefix=0, n=2, wave_size=1)) for p in problems]
+        results = service.run("curate", tasks)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert all(r.fallback for r in results.values())
+    spans = handler.spans
+    assert len(spans) == 24 * 2
+    # Never more than the window: at each request's start, count those open.
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 4
+    assert _window_share(spans, 4) >= 0.85
+    assert service.stream_stats.window == 4  # the engine's window, above --batch-samples 1
