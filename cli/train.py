@@ -255,9 +255,9 @@ def run_cmd(
                            train_files=tuple(train or ()), options=mine,
                            overrides=tuple(overrides or ()))
         if not dry_run:  # a Hub id offline: one line now, not the Hub clients' retries later
-            from pope_eval.models import check_loadable
+            from pope_eval.models import check_hub_model
 
-            check_loadable(model)
+            check_hub_model(model)
         for label, text in plan.lines:
             console.print(Text.assemble((label, "bold"), f": {text}"), highlight=False,
                           soft_wrap=True)

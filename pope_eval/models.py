@@ -102,17 +102,23 @@ def check_loadable(spec: str, cache_dir: str | os.PathLike | None = None,
     cannot be reached (asked once, in seconds: `pope_eval.offline`) and its cache holds no copy,
     one ConfigError saying so and naming the way out, instead of the Hub clients' retries."""
     resolved = resolve_model(spec, cache_dir)
-    if resolved.is_local or resolved.path != spec:
-        return resolved
+    check_hub_model(spec, option)
+    return resolved
+
+
+def check_hub_model(spec: str, option: str = "--model") -> None:
+    """For a Hub id not in the local cache: a ConfigError at once when the Hub cannot be
+    reached. Anything else (a bundled name, a folder, a name a backend of its own reads) passes."""
+    if spec in BUNDLED or Path(spec).expanduser().exists() or not _HUB_ID.match(spec):
+        return
     from pope_eval.offline import hub_endpoint, hub_unreachable
 
     unreachable = hub_unreachable()
-    if unreachable is not None:
+    if unreachable is not None and cached_snapshot(spec) is None:
         raise ConfigError(
             f"{option} {spec}: the Hugging Face Hub ({hub_endpoint()}) cannot be reached "
             f"({unreachable}) and its cache holds no copy of this model; use a local model "
             f"folder ({option} PATH) or the bundled {', '.join(BUNDLED)}")
-    return resolved
 
 
 def cached_snapshot(spec: str) -> Path | None:

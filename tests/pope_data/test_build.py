@@ -155,7 +155,8 @@ def test_malformed_rows_are_quarantined_and_empty_input_is_an_error(tmp_path):
     empty.write_text('{"problem": "", "answer": "1"}\n')
     with pytest.raises(DataError, match="no usable problems.*row 1: empty problem"):
         run_build(_config(tmp_path, empty, out=str(tmp_path / "o2")), engine=_engine(problems))
-    assert not (tmp_path / "o2").exists()  # checks come before anything is written
+    # Checks come before anything is written but the quarantine the error points to.
+    assert [p.name for p in (tmp_path / "o2").iterdir()] == ["quarantine.jsonl"]
 
 
 def test_shards_partition_the_problems_and_merge_refuses_gaps(tmp_path):
