@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from pope_eval.engines.base import Engine, GenerationRequest, GenerationResult, ProgressFn
+from pope_eval.engines.base import (
+    Engine,
+    EngineStream,
+    GenerationRequest,
+    GenerationResult,
+    ProgressFn,
+)
 from pope_eval.engines.registry import register_options
 from pope_eval.errors import ConfigError, EngineError, require
 from pope_eval.options import option
@@ -55,6 +62,7 @@ class _Replica:
 
     def __init__(self, factory: Callable[[], Engine], threads: int | None) -> None:
         self.engine = factory()
+        self.stream: EngineStream | None = None
         # The transformers engine takes every core of the node; replicas sharing a node must
         # split them, or their spinning OpenMP threads slow each other down.
         if threads and "torch" in sys.modules:
@@ -66,7 +74,23 @@ class _Replica:
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         return self.engine.generate(requests)
 
+    # The streaming side: the driver's submits and polls reach this actor in the order sent.
+    def submit(self, items: list[tuple[Any, GenerationRequest]]) -> None:
+        if self.stream is None:
+            self.stream = self.engine.open_stream()
+        for key, r in items:
+            self.stream.submit(key, r)
+
+    def poll(self, timeout: float) -> list[tuple[Any, GenerationResult]]:
+        return self.stream.poll(timeout) if self.stream is not None else []
+
+    def close_stream(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
     def close(self) -> None:
+        self.close_stream()
         self.engine.close()
 
 
@@ -97,8 +121,13 @@ class RayEngine(Engine):
     owns_ray: bool = False
     replicas_lost: int = 0
 
+    streams = True  # each replica streams (its engine's own stream), requests go to the least busy
+
     def __post_init__(self) -> None:
         self.name = "ray"
+
+    def open_stream(self) -> EngineStream:
+        return _RayStream(self)
 
     @classmethod
     def from_config(cls, config) -> RayEngine:
@@ -233,3 +262,99 @@ class RayEngine(Engine):
         if self.owns_ray and ray.is_initialized():
             ray.shutdown()
         self.owns_ray = False
+
+
+# How long one poll of a replica may run before the driver can hand it more requests.
+REPLICA_POLL_S = 0.2
+
+
+class _RayStream(EngineStream):
+    """Requests streamed over the replicas: each goes to the replica with the fewest samples in
+    flight, where it joins that replica's own stream (vLLM: its running batch); every replica
+    with work has one poll outstanding. A replica lost mid-stream is dropped and its unfinished
+    requests go to the others (none of them was returned, so none was recorded)."""
+
+    def __init__(self, engine: RayEngine) -> None:
+        self.engine = engine
+        self.ray = require("ray", "ray")
+        self._requests: dict[Any, GenerationRequest] = {}
+        self._on: dict[Any, set] = {a: set() for a in engine.actors}  # actor -> keys in flight
+        self._outbox: dict[Any, list] = {a: [] for a in engine.actors}
+        self._polls: dict[Any, Any] = {}  # poll ref -> actor
+        self._last_error: Exception | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._requests)
+
+    def _load(self, actor) -> int:
+        return sum(self._requests[k].n for k in self._on[actor])
+
+    def submit(self, key: Hashable, request: GenerationRequest) -> None:
+        if not self._on:
+            raise EngineError(f"ray: no live replica ({self.engine.replicas_lost} died); "
+                              f"last error: {self._last_error}")
+        self._requests[key] = request
+        actor = min(self._on, key=self._load)
+        self._on[actor].add(key)
+        self._outbox[actor].append((key, request))
+
+    def _send(self) -> None:
+        waiting = set(self._polls.values())
+        for actor, items in self._outbox.items():
+            if items:
+                actor.submit.remote(items)
+                self._outbox[actor] = []
+            if self._on[actor] and actor not in waiting:
+                self._polls[actor.poll.remote(REPLICA_POLL_S)] = actor
+
+    def poll(self, timeout: float | None = None) -> list[tuple[Any, GenerationResult]]:
+        ray = self.ray
+        out: list[tuple[Any, GenerationResult]] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._requests and not out:
+            self._send()
+            if not self._polls:
+                raise EngineError(f"ray: all {self.engine.replicas_lost} replicas died; "
+                                  f"{len(self._requests)} requests unfinished; last error: "
+                                  f"{self._last_error}")
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _ = ray.wait(list(self._polls), num_returns=1, timeout=left)
+            for ref in ready:
+                actor = self._polls.pop(ref)
+                try:
+                    finished = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    self._lose(actor, exc)
+                    continue
+                for key, res in finished:
+                    self._on[actor].discard(key)
+                    del self._requests[key]
+                    out.append((key, res))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return out
+
+    def _lose(self, actor, exc: Exception) -> None:
+        self._last_error = exc
+        keys = self._on.pop(actor)
+        self._outbox.pop(actor, None)
+        self._polls = {ref: a for ref, a in self._polls.items() if a is not actor}
+        self.engine._drop(self.ray, actor)
+        log.warning("ray: replica lost (%d left), %d requests resubmitted: %s", len(self._on),
+                    len(keys), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        if not self._on:
+            raise EngineError(f"ray: all {self.engine.replicas_lost} replicas died; "
+                              f"{len(self._requests)} requests unfinished; last error: {exc}")
+        for key in sorted(keys, key=repr):
+            request = self._requests.pop(key)
+            self.submit(key, request)
+
+    def close(self) -> None:
+        for actor in self._on:
+            try:
+                actor.close_stream.remote()
+            except Exception:  # a replica already gone
+                pass
+        self._requests.clear()
+        self._polls.clear()

@@ -137,6 +137,29 @@ def test_a_killed_replica_is_replaced_by_the_others(ray_cluster):
         assert engine.replicas_lost == 1
 
 
+def test_replicas_stream_and_a_lost_replicas_requests_go_to_the_others(ray_cluster, tmp_path):
+    """Requests submitted while others run are spread over the replicas; a replica that dies
+    mid-stream (the request tagged 'die' kills the first one to run it) is dropped and its
+    unfinished requests finish on the other: every request comes back exactly once."""
+    marker = str(tmp_path / "died-once")
+    with RayEngine.start(_echo(marker=marker, delay=0.1), replicas=2, model="echo") as engine:
+        assert engine.streams
+        reqs = _requests([1, 2, 1, 1, 3, 1, 1, 2], die_at=5)
+        got = []
+        with engine.open_stream() as stream:
+            for i in range(4):
+                stream.submit(i, reqs[i])
+            got += stream.poll()
+            for i in range(4, len(reqs)):  # submitted while the first ones run
+                stream.submit(i, reqs[i])
+            while stream.in_flight:
+                got += stream.poll(timeout=5)
+        assert sorted(k for k, _ in got) == list(range(len(reqs)))  # each exactly once
+        for k, res in got:
+            assert [s.text for s in res.samples] == [f"{reqs[k].tag}:{j}" for j in range(reqs[k].n)]
+        assert os.path.exists(marker) and engine.replicas_lost == 1 and len(engine.actors) == 1
+
+
 def test_config_validation_names_the_options():
     with pytest.raises(ConfigError, match="--replicas"):
         EngineConfig(replicas=0)
