@@ -1,7 +1,7 @@
 """The model-organism study in one command: build -> TRL GRPO per arm and seed -> pope-eval -> figures.
 
-    python bench/organism.py --out DIR [--model tests/data/organism] [--arms pope,hard_only,...]
-                             [--seeds 0,1,2] [--steps 40] [--quick] [--jobs 2]
+    python bench/organism.py --out DIR [--source organism|opchain] [--arms pope,hard_only,...]
+                             [--task-seeds 0,1] [--seeds 0,1,2] [--steps 40] [--quick] [--jobs 2]
 
 Every stage runs through pope's own command line, as a user would type it:
 1. `pope-data build --source organism` curates the hard set (0 of `--k` unguided samples) and the
@@ -60,6 +60,12 @@ from bench.pope_vs_hard_only import held_out_hard  # noqa: E402
 CORE_ARMS = ("hard_only", "pope", "easy_hard_mix", "pope_easy_hard")
 ABLATIONS = {"pope_no_revisit": ("pope", "no-revisit"), "pope_no_restate": ("pope", "restate")}
 ORGANISM = ROOT / "tests" / "data" / "organism"
+# The two task families and their organisms: source -> (default model, hard difficulty, easy
+# difficulty, the generation limit for a difficulty).
+FAMILIES = {
+    "organism": (ORGANISM, 10, 3, lambda d: 20 * (d + 2) + 16),  # lines of 20 tokens
+    "opchain": (ROOT / "tests" / "data" / "organism_opchain", 6, 1, lambda d: 16 * 16 + 32),  # 12 lines of 16 tokens, two revisited, the answer
+}
 HYPOTHESES = ROOT / "bench" / "hypotheses.json"
 
 
@@ -68,7 +74,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     bad value naming the option and what it takes (exit 2)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(ap)
-    ap.add_argument("--model", default=str(ORGANISM), help="base model (default: the organism)")
+    ap.add_argument("--source", choices=tuple(FAMILIES), default="organism",
+                    help="the task family: organism (running sums) or opchain (rare operations "
+                         "at random positions; docs/organism.md)")
+    ap.add_argument("--model", default=None,
+                    help="base model (default: the family's organism under tests/data)")
     ap.add_argument("--ablation-model", default=None,
                     help="the organism pretrained without restating (arm pope_no_restate)")
     ap.add_argument("--arms", type=name_list("--arms"), default=list(CORE_ARMS),
@@ -84,10 +94,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="pope-eval's sampling seed on the held-out hard split")
     ap.add_argument("--quick", action="store_true",
                     help="CI size: 24 problems, 20 steps, evaluation with 8 samples")
-    ap.add_argument("--difficulty", type=int_at_least("--difficulty", 1), default=10,
-                    help="hard problems' operations")
-    ap.add_argument("--easy-difficulty", type=int_at_least("--easy-difficulty", 1), default=3,
-                    help="easy problems' operations")
+    ap.add_argument("--difficulty", type=int_at_least("--difficulty", 0), default=None,
+                    help="hard problems' difficulty (organism: operations, default 10; opchain: "
+                         "rare operations, default 6)")
+    ap.add_argument("--easy-difficulty", type=int_at_least("--easy-difficulty", 0), default=None,
+                    help="easy problems' difficulty (default organism 3, opchain 1)")
     ap.add_argument("--problems", type=int_at_least("--problems", 2), default=96,
                     help="problems generated (half easy)")
     ap.add_argument("--validation-fraction",
@@ -135,8 +146,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.min_held_out = 1
     if args.refresh_n is None:
         args.refresh_n = args.n
+    model, difficulty, easy, tokens = FAMILIES[args.source]
+    args.model = args.model or str(model)
+    args.difficulty = difficulty if args.difficulty is None else args.difficulty
+    args.easy_difficulty = easy if args.easy_difficulty is None else args.easy_difficulty
     if args.max_tokens is None:
-        args.max_tokens = 20 * (args.difficulty + 2) + 16  # lines of 20 tokens, the answer line
+        args.max_tokens = tokens(args.difficulty)
     for arm in args.arms:
         if arm in ABLATIONS:
             continue
@@ -145,11 +160,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             ap.error(f"--arms {arm}: {problem}")
     if "pope_no_restate" in args.arms and not args.ablation_model:
         ap.error("--arms pope_no_restate needs --ablation-model")
-    from pope_data.organism import OrganismOptions
+    from pope_data.sources import SOURCES
     from pope_eval.errors import ConfigError
 
     try:
-        OrganismOptions(difficulty=args.difficulty, easy_difficulty=args.easy_difficulty)
+        SOURCES[args.source].option_class(difficulty=args.difficulty,
+                                          easy_difficulty=args.easy_difficulty)
     except ConfigError as e:
         ap.error(f"--difficulty / --easy-difficulty: {e}")
     return args
@@ -167,7 +183,7 @@ def _not_runnable(name: str) -> str | None:
 
 def build_command(args: argparse.Namespace, model: str, guidance: str, dest: Path,
                   task_seed: int) -> list[str]:
-    return [cli("pope-data"), "build", "--out", str(dest), "--source", "organism",
+    return [cli("pope-data"), "build", "--out", str(dest), "--source", args.source,
          "--source-option", f"difficulty={args.difficulty}",
          "--source-option", f"easy_difficulty={args.easy_difficulty}",
          "--limit", str(args.problems), "--model", model, "--engine", "transformers",

@@ -47,9 +47,26 @@ CHAT_TEMPLATE = (
 CONTEXT = 2048
 
 
-def build_tokenizer():
-    """A character-level tokenizer (`tokenizers` BPE without merges) with pope's prompt phrases
-    as single tokens, special role tokens and the chat template, as a PreTrainedTokenizerFast."""
+def opchain_words() -> tuple[str, ...]:
+    """The single-token words of the opchain organism (`pope_data.opchain`): the prompt ends of
+    every wording its demonstrations use (`pope`, `no-revisit`, `continue`: the last line given
+    sits one token above the first line of the answer under each), the instructions and the
+    task's phrases."""
+    from pope_data.opchain import PHRASES as OPCHAIN_PHRASES
+    from pope_eval.prompts import GUIDANCE
+
+    no_revisit = GUIDANCE["no-revisit"].instruction
+    cont = GUIDANCE["continue"].instruction
+    ends = (*PROMPT_ENDS, "\n\n</partial_solution>\n\n" + no_revisit + ASSISTANT,
+            "\n" + ASSISTANT, "\n\n" + cont + "\n\n")
+    return (*ends, MATH_INSTRUCTION, GUIDED_INSTRUCTION, no_revisit, cont, "<partial_solution>",
+            "</partial_solution>", *OPCHAIN_PHRASES)
+
+
+def build_tokenizer(words: Sequence[str] = WORDS):
+    """A character-level tokenizer (`tokenizers` BPE without merges) with `words` (default: pope's
+    prompt phrases and the organism task's) as single tokens, special role tokens and the chat
+    template, as a PreTrainedTokenizerFast."""
     tokenizers = require("tokenizers", "hf")
     transformers = require("transformers", "hf")
     specials = [PAD, UNK, END, *(f"<|{r}|>" for r in ROLES)]
@@ -59,7 +76,7 @@ def build_tokenizer():
     tok.decoder = tokenizers.decoders.Fuse()
     tok.add_special_tokens([tokenizers.AddedToken(s, special=True, normalized=False)
                             for s in specials])
-    tok.add_tokens([tokenizers.AddedToken(w, special=False, normalized=False) for w in WORDS])
+    tok.add_tokens([tokenizers.AddedToken(w, special=False, normalized=False) for w in words])
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, unk_token=UNK, eos_token=END,
         chat_template=CHAT_TEMPLATE, model_max_length=CONTEXT)
@@ -152,8 +169,9 @@ def pack(tokenizer, demos: Sequence[Any], length: int) -> tuple[Any, Any]:
             torch.tensor(mask[:rows * length]).view(rows, length))
 
 
-def pretrain(cfg: OrganismConfig, out: str | os.PathLike,
-             progress: Any = None) -> dict[str, Any]:
+def pretrain(cfg: OrganismConfig, out: str | os.PathLike, progress: Any = None, *,
+             demos: Sequence[Any] | None = None, words: Sequence[str] = WORDS,
+             generator: str = "pope_data.organism.demonstrations") -> dict[str, Any]:
     """Generate the demonstrations, train a fresh model on them by supervised fine-tuning (the
     conversations packed into `pack_length`-token rows, cross-entropy on the assistant turns only,
     AdamW with warm-up and cosine decay, rows drawn with the seed), save the model folder to
@@ -161,7 +179,11 @@ def pretrain(cfg: OrganismConfig, out: str | os.PathLike,
 
     The loop is our own rather than TRL's SFTTrainer, which on CPU turns on gradient checkpointing
     and bf16 autocast by default: measured here on this model, 0.56 s a step against SFTTrainer's
-    0.68 s (bench/RESULTS.md)."""
+    0.68 s (bench/RESULTS.md).
+
+    Another task family passes its own `demos` (objects with prompt, completion, difficulty and
+    shown), the tokenizer's `words` and the `generator` recorded in pretrain.json; its config's
+    `difficulties` then only name the difficulties counted in the record."""
     torch = require("torch", "hf")
     transformers = require("transformers", "hf")
     import math
@@ -172,11 +194,12 @@ def pretrain(cfg: OrganismConfig, out: str | os.PathLike,
     started = time.monotonic()
     torch.set_num_threads(cfg.threads)
     transformers.set_seed(cfg.seed)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(words)
     model = transformers.LlamaForCausalLM(model_config(cfg, tokenizer))
     params = sum(p.numel() for p in model.parameters())
-    demos = demonstrations(cfg.examples, seed=cfg.seed, difficulties=cfg.difficulties,
-                           guided_fraction=cfg.guided_fraction, restate=cfg.restate)
+    if demos is None:
+        demos = demonstrations(cfg.examples, seed=cfg.seed, difficulties=cfg.difficulties,
+                               guided_fraction=cfg.guided_fraction, restate=cfg.restate)
     x_all, m_all = pack(tokenizer, demos, cfg.pack_length)
     log.info("organism: %d parameters, %d demonstrations in %d rows, %d steps", params,
              len(demos), len(x_all), cfg.max_steps)
@@ -225,7 +248,7 @@ def pretrain(cfg: OrganismConfig, out: str | os.PathLike,
                            "per_difficulty": {str(d): sum(1 for x in demos if x.difficulty == d)
                                               for d in cfg.difficulties},
                            "rows": len(x_all),
-                           "generator": "pope_data.organism.demonstrations"},
+                           "generator": generator},
         "tokens_seen": cfg.max_steps * cfg.batch_size * cfg.pack_length,
         "loss_curve": curve,
         "final_loss": curve[-1]["loss"] if curve else None,
@@ -267,15 +290,20 @@ def _rates(graded: Sequence[Any]) -> dict[str, Any]:
             "statuses": statuses}
 
 
-def regime_check(model: str, cfg: RegimeConfig, progress: Any = None) -> dict[str, Any]:
+def regime_check(model: str, cfg: RegimeConfig, progress: Any = None, *,
+                 generate: Any = None, wordings: Sequence[str] = ("pope",)) -> dict[str, Any]:
     """Measure the organism through pope's transformers engine and grading on
     `generate_organism(cfg.problems, seed=cfg.seed, difficulty=d)`: per difficulty the unguided
     pass rate over k samples per problem, and for `guided_difficulties` the guided pass rate over
-    n samples at each prefix length i = 1..d (pope's guided prompt, `steps` segments)."""
+    n samples at each prefix length i = 1..d (pope's guided prompt, `steps` segments).
+
+    Another family passes its `generate(count, seed=, difficulty=)`; the guided prefixes then run
+    over every line but the answer line, once per guidance template in `wordings` (results under
+    "guided" for `pope`, "guided:<wording>" for the others)."""
     from pope_data.organism import generate_organism
     from pope_data.segments import segment
     from pope_eval.engines import EngineConfig, GenerationRequest, Sampling, make_engine
-    from pope_eval.prompts import guided_messages, problem_messages
+    from pope_eval.prompts import GUIDANCE, guided_messages, problem_messages
     from pope_eval.scoring import generate_and_grade
 
     engine = make_engine(EngineConfig(engine="transformers", model=model, seed=cfg.seed))
@@ -285,7 +313,7 @@ def regime_check(model: str, cfg: RegimeConfig, progress: Any = None) -> dict[st
                            "guided": {}}
     try:
         for d in sorted(set(cfg.difficulties) | set(cfg.guided_difficulties)):
-            problems = generate_organism(cfg.problems, seed=cfg.seed, difficulty=d)
+            problems = (generate or generate_organism)(cfg.problems, seed=cfg.seed, difficulty=d)
             golds = [p.answer for p in problems]
             started = time.monotonic()
             if d in cfg.difficulties:
@@ -299,13 +327,18 @@ def regime_check(model: str, cfg: RegimeConfig, progress: Any = None) -> dict[st
                 if progress:
                     progress(f"difficulty {d}: unguided {out['unguided'][str(d)]['correct']} of "
                              f"{out['unguided'][str(d)]['samples']}")
-            if d in cfg.guided_difficulties:
+            if d not in cfg.guided_difficulties:
+                continue
+            last = d if generate is None else len(segment(problems[0].solution, "steps")) - 1
+            for wording in wordings:
+                key = "guided" if wording == "pope" else f"guided:{wording}"
                 rows = {}
-                for i in range(1, d + 1):
+                for i in range(1, last + 1):
                     started = time.monotonic()
                     reqs = [GenerationRequest(
                         messages=tuple(guided_messages(
-                            p.problem, segment(p.solution, "steps").prefix(i))),
+                            p.problem, segment(p.solution, "steps").prefix(i),
+                            guidance=GUIDANCE[wording])),
                         n=cfg.n, sampling=sampling, seed=1000 * i + j, tag=p.id)
                         for j, p in enumerate(problems)]
                     graded = generate_and_grade(engine, reqs, golds)
@@ -313,9 +346,9 @@ def regime_check(model: str, cfg: RegimeConfig, progress: Any = None) -> dict[st
                                     "wall_s": round(time.monotonic() - started, 1),
                                     "per_problem": [g.correct for g in graded]}
                     if progress:
-                        progress(f"difficulty {d}, prefix {i}: guided {rows[str(i)]['correct']} "
-                                 f"of {rows[str(i)]['samples']}")
-                out["guided"][str(d)] = rows
+                        progress(f"difficulty {d}, {wording}, prefix {i}: guided "
+                                 f"{rows[str(i)]['correct']} of {rows[str(i)]['samples']}")
+                out.setdefault(key, {})[str(d)] = rows
     finally:
         engine.close()
     return out

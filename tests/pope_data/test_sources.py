@@ -133,7 +133,8 @@ def test_a_source_name_is_registered_once():
 
     with pytest.raises(ValueError, match="'generic' is already registered"):
         SOURCES.add("generic", SourceSpec())
-    assert source_names() == ["synthetic", "organism", "omni-math", "dapo", "dapo-processed", "generic"]
+    assert source_names() == ["synthetic", "organism", "opchain", "omni-math", "dapo", "dapo-processed",
+                              "generic"]
 
 
 def test_a_generator_source_is_one_spec(tmp_path, monkeypatch):

@@ -1,0 +1,144 @@
+"""Pretrain the second model organism (the opchain task family) and check its regime, in one command.
+
+`python scripts/make_opchain_organism.py --out DIR --seed 0` writes the model folder, pretrain.json,
+loss.png and regime.json (unguided pass rates per number of rare operations, guided curves per
+prefix length under three guidance wordings, i* per problem) to DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _ints(option: str):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option}: expected comma-separated integers, got {text!r}") from None
+    parse.__name__ = option
+    return parse
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--rare-weights: expected comma-separated numbers, got {text!r}") from None
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="new or empty folder for the model")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the check")
+    p.add_argument("--no-restate", action="store_true",
+                   help="the twin organism: guided answers never revisit the given lines")
+    p.add_argument("--examples", type=int, default=30_000, help="pretraining demonstrations")
+    p.add_argument("--rare-weights", type=_floats, default=(0.6, 0.3, 0.1),
+                   help="weights of 0, 1, 2, ... rare operations per demonstration")
+    p.add_argument("--guided-fraction", type=float, default=0.3,
+                   help="share of guided demonstrations (wordings pope, no-revisit, continue)")
+    p.add_argument("--max-steps", type=int, default=900, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=4, help="packed rows per step")
+    p.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--hidden-size", type=int, default=128, help="model width")
+    p.add_argument("--layers", type=int, default=2, help="transformer layers")
+    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--intermediate-size", type=int, default=512, help="MLP width")
+    p.add_argument("--pack-length", type=int, default=1024, help="tokens per packed row")
+    p.add_argument("--warmup-steps", type=int, default=30, help="learning-rate warm-up steps")
+    p.add_argument("--log-every", type=int, default=50, help="steps per loss-curve point")
+    p.add_argument("--check-difficulties", type=_ints("--check-difficulties"),
+                   default=(0, 1, 2, 4, 6, 8, 10), help="rare counts checked unguided")
+    p.add_argument("--check-guided", type=_ints("--check-guided"), default=(6, 8),
+                   help="rare counts whose guided curve is measured")
+    p.add_argument("--check-problems", type=int, default=8, help="problems per rare count")
+    p.add_argument("--k", type=int, default=64, help="unguided samples per problem")
+    p.add_argument("--n", type=int, default=8, help="guided samples per problem and prefix")
+    p.add_argument("--max-tokens", type=int, default=256, help="generation limit of the check")
+    p.add_argument("--skip-check", action="store_true", help="pretrain only")
+    p.add_argument("--check-only", action="store_true",
+                   help="check the organism already in --out (no pretraining)")
+    return p.parse_args(argv)
+
+
+def istar(rows: dict[str, dict]) -> list[int | None]:
+    """Per problem, the shortest prefix (lines) with >= 1 correct guided sample (None: none)."""
+    lengths = sorted(rows, key=int)
+    count = len(rows[lengths[0]]["per_problem"])
+    return [next((int(i) for i in lengths if rows[i]["per_problem"][j] > 0), None)
+            for j in range(count)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    from pope_data.opchain import LENGTH, demonstrations, generate_opchain
+    from pope_eval.errors import ConfigError
+    from pope_train.organism_model import (
+        OrganismConfig,
+        RegimeConfig,
+        opchain_words,
+        pretrain,
+        regime_check,
+    )
+
+    try:
+        if not args.check_only:
+            cfg = OrganismConfig(seed=args.seed, restate=not args.no_restate,
+                                 examples=args.examples, difficulties=tuple(range(LENGTH + 1)),
+                                 guided_fraction=args.guided_fraction, max_steps=args.max_steps,
+                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                 threads=args.threads, hidden_size=args.hidden_size,
+                                 layers=args.layers, heads=args.heads,
+                                 intermediate_size=args.intermediate_size,
+                                 pack_length=args.pack_length, warmup_steps=args.warmup_steps,
+                                 log_every=args.log_every)
+            demos = demonstrations(args.examples, seed=args.seed, rare_weights=args.rare_weights,
+                                   guided_fraction=args.guided_fraction,
+                                   restate=not args.no_restate)
+            record = pretrain(cfg, args.out, demos=demos, words=opchain_words(),
+                              generator="pope_data.opchain.demonstrations")
+            record["rare_weights"] = list(args.rare_weights)
+            record["command"] = " ".join(["python", "scripts/make_opchain_organism.py",
+                                          *(sys.argv[1:] if argv is None else argv)])
+            (Path(args.out) / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
+            print(f"pretrained {record['parameters']:,} parameters in {record['wall_s']} s, "
+                  f"final loss {record['final_loss']:.4f} -> {args.out}", flush=True)
+        if args.skip_check:
+            return 0
+        check = RegimeConfig(difficulties=args.check_difficulties,
+                             guided_difficulties=args.check_guided, problems=args.check_problems,
+                             k=args.k, n=args.n, max_tokens=args.max_tokens, seed=args.seed)
+        started = time.monotonic()
+        result = regime_check(args.out, check, generate=generate_opchain,
+                              wordings=("pope", "no-revisit", "continue"),
+                              progress=lambda line: print(
+                                  f"[{time.monotonic() - started:6.0f} s] {line}", flush=True))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    result["istar"] = {key: {d: istar(rows) for d, rows in by_d.items()}
+                       for key, by_d in result.items() if key.startswith("guided")}
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    path = Path(args.out) / "regime.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"regime check in {result['wall_s']} s -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
