@@ -215,7 +215,9 @@ def load_hypotheses(path: Path) -> list[Hypothesis]:
 def judge(hypotheses: Sequence[Hypothesis],
           values: Callable[[str, str], dict[tuple[int, int], float] | None]) -> dict[str, dict]:
     """Both rules for every hypothesis whose two arms have values: `values(arm, metric)` gives
-    {(task seed, training seed): value}; runs pair on their keys."""
+    {(task seed, training seed): value}. The range rule takes every run of both arms; the
+    bootstrap pairs runs on their keys when every run of the arm with fewer runs has its twin in
+    the other (then over those pairs only), else resamples each arm on its own."""
     out = {}
     for h in hypotheses:
         a, b = values(h.better, h.metric), values(h.worse, h.metric)
@@ -223,12 +225,14 @@ def judge(hypotheses: Sequence[Hypothesis],
             continue
         sign = -1.0 if h.direction == "fewer" else 1.0
         keys = sorted(set(a) & set(b))
-        paired = len(keys) == len(a) == len(b)
-        better = [sign * a[k] for k in (keys if paired else sorted(a))]
-        worse = [sign * b[k] for k in (keys if paired else sorted(b))]
+        paired = len(keys) == min(len(a), len(b))
+        better = [sign * v for v in a.values()]
+        worse = [sign * v for v in b.values()]
+        boot = (decide_bootstrap([sign * a[k] for k in keys], [sign * b[k] for k in keys])
+                if paired else decide_bootstrap(better, worse, paired=False))
         out[h.name] = {"better": h.better, "worse": h.worse, "metric": h.metric,
-                       "direction": h.direction, "range_rule": decide_range(better, worse),
-                       "bootstrap": decide_bootstrap(better, worse, paired=paired)}
+                       "direction": h.direction, "runs": [len(a), len(b)],
+                       "range_rule": decide_range(better, worse), "bootstrap": boot}
     return out
 
 

@@ -87,6 +87,14 @@ def test_hypotheses_are_data_and_fewer_compares_the_negated_values(tmp_path):
     assert out["win"]["range_rule"] == HOLDS and out["win"]["bootstrap"]["paired"]
     assert out["cheaper"]["range_rule"] == HOLDS
     assert out["cheaper"]["bootstrap"]["verdict"] == HOLDS
+    # an arm with half the runs pairs on its own runs; runs that do not pair are resampled apart
+    half = judge(hyps[:1], lambda arm, metric: {k: v for k, v in values(arm, metric).items()
+                                                if arm == "a" or k[1] < 5})
+    assert half["win"]["runs"] == [10, 5] and half["win"]["bootstrap"]["n"] == [5, 5]
+    assert half["win"]["bootstrap"]["paired"]
+    apart = judge(hyps[:1], lambda arm, metric: {(arm, k): v for k, v in
+                                                 values(arm, metric).items()})
+    assert not apart["win"]["bootstrap"]["paired"] and apart["win"]["bootstrap"]["n"] == [10, 10]
     path.write_text(json.dumps([{"name": "x", "better": "a", "worse": "b", "metric": "S",
                                  "direction": "lower"}]))
     with pytest.raises(ValueError, match="direction must be higher or fewer"):
