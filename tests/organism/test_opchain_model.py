@@ -1,0 +1,61 @@
+"""The second organism's tokenizer (every guidance wording one token, every line the same width)
+and the seeded command that pretrains it and checks its regime under three wordings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pope_data.opchain import LENGTH, demonstrations, generate_opchain
+from pope_data.segments import segment
+from pope_eval.prompts import GUIDANCE, guided_messages, render
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_the_tokenizer_reads_every_wording_and_gives_every_line_the_same_width():
+    from pope_train.organism_model import build_tokenizer, opchain_words
+
+    tok = build_tokenizer(opchain_words())
+    for p in generate_opchain(4, seed=0, difficulty=5):
+        for wording in ("pope", "no-revisit", "continue"):
+            text = render(guided_messages(p.problem, segment(p.solution, "steps").prefix(4),
+                                          guidance=GUIDANCE[wording]), tok) + p.solution
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            assert tok.decode(ids) == text and tok.unk_token_id not in ids
+        lines = [p.problem.splitlines()[1], *p.solution.splitlines()[:-1]]
+        assert {len(tok(x, add_special_tokens=False)["input_ids"]) for x in lines} == \
+            {3 + LENGTH}
+    for wording in ("no-revisit", "continue"):
+        assert len(tok(GUIDANCE[wording].instruction, add_special_tokens=False)["input_ids"]) == 1
+    demo = next(d for d in demonstrations(50, seed=0, rare_weights=(1.0,), guided_fraction=1.0,
+                                          restate=True) if d.wording == "continue")
+    prompt = tok.apply_chat_template(demo.prompt, tokenize=False, add_generation_prompt=True)
+    assert tok.convert_ids_to_tokens(tok(prompt, add_special_tokens=False)["input_ids"])[-1] == \
+        "\n<|assistant|>"  # the last given line sits one token above the answer's first
+
+
+@pytest.mark.slow
+def test_the_command_pretrains_and_checks_the_regime_under_three_wordings(tmp_path):
+    out = tmp_path / "organism"
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_opchain_organism.py"), "--out", str(out),
+         "--seed", "1", "--hidden-size", "32", "--intermediate-size", "64", "--layers", "1",
+         "--heads", "2", "--examples", "64", "--max-steps", "2", "--batch-size", "2",
+         "--pack-length", "256", "--warmup-steps", "1", "--log-every", "1",
+         "--check-difficulties", "0", "--check-guided", "2", "--check-problems", "1", "--k", "2",
+         "--n", "1", "--max-tokens", "8"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    record = json.loads((out / "pretrain.json").read_text())
+    assert record["demonstrations"]["generator"] == "pope_data.opchain.demonstrations"
+    assert record["command"].startswith("python scripts/make_opchain_organism.py")
+    regime = json.loads((out / "regime.json").read_text())
+    assert regime["unguided"]["0"]["samples"] == 2
+    for key in ("guided", "guided:no-revisit", "guided:continue"):
+        assert set(regime[key]["2"]) == {str(i) for i in range(1, LENGTH + 1)}
+        assert len(regime["istar"][key]["2"]) == 1
