@@ -209,13 +209,18 @@ def run_command(verbose: bool, out: Path, *columns: Any) -> Iterator[RunState]:
         state.progress.stop()
 
 
+# A cell of numbers (counts, estimates, CIs, deltas): its column is right-aligned.
+_NUMBER_CELL = re.compile(r"^[-+\[\]\d.,%: ]*$")
+
+
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     """A table on stdout, at least as wide as its title (which is never wrapped). On a terminal
     it fits the window; in a log or a pipe (rich assumes 80 columns there) it is drawn at its
     full width, so no cell or title is cut or broken mid-phrase."""
     table = Table(title=Text(title), min_width=len(title) + 4)
     for i, h in enumerate(header):
-        table.add_column(Text(h), justify="right" if i else "left")
+        numbers = all(_NUMBER_CELL.match(row[i]) for row in rows if i < len(row))
+        table.add_column(Text(h), justify="right" if i and numbers else "left")
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     if out.is_terminal:
