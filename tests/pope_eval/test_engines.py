@@ -104,3 +104,29 @@ def test_vllm_samples_n_with_stop_strings(vllm_engine):
     assert len(samples) == 4
     assert all("\n" not in s.text for s in samples)
     assert all(1 <= s.tokens <= 16 for s in samples)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_stream_takes_requests_while_others_run(vllm_engine):
+    """Requests submitted while others are generating join the running batch; greedy results
+    equal generate()'s, whatever the order they finish in."""
+    reqs = [GenerationRequest(messages=tuple(problem_messages(p)), n=1,  # greedy: n = 1
+                              sampling=Sampling(max_tokens=12 + 6 * i, temperature=0))
+            for i, p in enumerate(PROBLEMS * 2)]
+    expected = vllm_engine.generate(reqs)
+    got = {}
+    with vllm_engine.open_stream() as stream:
+        for i in range(3):
+            stream.submit(i, reqs[i])
+        first = stream.poll()
+        assert first and stream.in_flight == 3 - len(first)  # the rest still running
+        got.update(first)
+        for i in range(3, len(reqs)):
+            stream.submit(i, reqs[i])
+        while stream.in_flight:
+            got.update(stream.poll(timeout=5))
+    assert sorted(got) == list(range(len(reqs)))
+    for i, res in got.items():
+        assert len(res.samples) == reqs[i].n and res.request is reqs[i]
+        assert [s.text for s in res.samples] == [s.text for s in expected[i].samples]
