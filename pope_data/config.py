@@ -91,8 +91,9 @@ class BuildConfig:
                            f"search and the export: {', '.join(GUIDANCE)}, or a template file.")
     validation_fraction: float = option(0.1, "Share of the problems in the validation split.")
     shard: str | None = option(None, "I/N: this machine's share of the problems.")
-    samples_per_batch: int = option(256, "Samples per engine call.", flag="--batch-samples",
-                                    operational=True)
+    samples_per_batch: int = option(1024, "Samples in flight in the engine (the streaming "
+                                          "window; see docs/engines.md).",
+                                    flag="--batch-samples", operational=True)
     grading_timeout: float = option(5.0, "Seconds math-verify may spend on one sample.")
     # Which sample texts the journal keeps: all, correct (default: the evidence for every
     # success, ~10x smaller than all at the paper's scale, see bench/RESULTS.md), none.

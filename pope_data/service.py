@@ -84,8 +84,9 @@ class SearchService:
     sampling: Sampling = field(default_factory=Sampling)
     # The window (--batch-samples): samples in the engine at once; a finished probe's place is
     # taken by the next probe at once (pope_eval.stream.GradedStream).
-    samples_per_batch: int = 256
+    samples_per_batch: int = 1024
     grading_timeout: float = 5.0
+    grading_threads: int = 2  # beside generation; 0 grades in the driver's thread (simulations)
     progress: Callable[[ServiceProgress], None] | None = None
     # Which sample texts the journal keeps: all, correct (the rest stored as ""), none. Verdicts,
     # counts and tokens are always kept, so resume is exact under each.
@@ -110,7 +111,8 @@ class SearchService:
         if not ready:
             return {pid: t.strategy.result() for pid, t in by_id.items()}
         stream = GradedStream(self.engine, window=self.samples_per_batch,
-                              grading_timeout=self.grading_timeout)
+                              grading_timeout=self.grading_timeout,
+                              grading_threads=self.grading_threads)
         self.stream_stats = stream.stats
         # Each problem's round in flight: its probes in the order the strategy gave them, and
         # the outcomes back so far.

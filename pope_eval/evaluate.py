@@ -76,7 +76,8 @@ class PassAtKConfig:
     limit: int | None = option(None, "Only the first N problems.", operational=True)
     grading_timeout: float = option(5.0, cli=False)
     problems_per_batch: int = option(8, cli=False, operational=True)  # saved together
-    samples_per_batch: int = option(256, "Samples in flight in the engine (the streaming window).",
+    samples_per_batch: int = option(1024, "Samples in flight in the engine (the streaming "
+                                          "window; see docs/engines.md).",
                                     flag="--batch-samples", operational=True)
     n_boot: int = option(1000, cli=False, operational=True)
     # Set by --preset: what it filled in (recorded in run_config.json, never compared).

@@ -1,6 +1,6 @@
 """Streaming generate-and-grade: up to a window of samples in the engine, each request graded as it finishes.
 
-`gs = GradedStream(engine, window=256)`; `gs.submit(key, request, gold)`; `for done in gs.results():`
+`gs = GradedStream(engine, window=1024)`; `gs.submit(key, request, gold)`; `for done in gs.results():`
 each `done` is a list of (key, GradedResult) in completion order; the caller may submit more in between.
 """
 
@@ -48,10 +48,11 @@ class GradedStream:
     """Keeps up to `window` samples in the engine (a request of n samples counts n; a single
     request larger than the window still goes alone) and grades finished requests on
     `grading_threads` threads over the shared math-verify workers, so that grading never holds
-    the engine up. Submissions past the window wait in order of submission."""
+    the engine up (0: grade in the caller's thread, before the next poll; simulations use it).
+    Submissions past the window wait in order of submission."""
 
     engine: Engine
-    window: int = 256
+    window: int = 1024
     grading_timeout: float = 5.0
     grading_threads: int = 2
     stats: StreamStats = field(default_factory=StreamStats)
@@ -93,7 +94,7 @@ class GradedStream:
         """Run until every submitted request (including those submitted while iterating) is
         generated and graded; yields each group of graded requests as it is ready."""
         stream = self.engine.open_stream()
-        pool = ThreadPoolExecutor(max_workers=self.grading_threads,
+        pool = ThreadPoolExecutor(max_workers=max(1, self.grading_threads),
                                   thread_name_prefix="pope-grading")
         try:
             while self._golds:
@@ -143,8 +144,13 @@ class GradedStream:
             self.stats.samples += len(res.samples)
             self.stats.generated_tokens += res.generated_tokens
         golds = [self._golds[key] for key, _ in finished]
-        fut = pool.submit(grade_results, [res for _, res in finished], golds,
-                          timeout=self.grading_timeout)
+        if self.grading_threads == 0:
+            fut: Future = Future()
+            fut.set_result(grade_results([res for _, res in finished], golds,
+                                         timeout=self.grading_timeout))
+        else:
+            fut = pool.submit(grade_results, [res for _, res in finished], golds,
+                              timeout=self.grading_timeout)
         self._grading.add(fut)
         keys = [key for key, _ in finished]
         fut.add_done_callback(lambda f: self._graded.put((keys, f)))

@@ -246,3 +246,41 @@ def test_streaming_service_keeps_every_endpoints_window_full(tmp_path):
     assert most <= 4
     assert _window_share(spans, 4) >= 0.85
     assert service.stream_stats.window == 4  # the engine's window, above --batch-samples 1
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_build_through_vllm_serve_streams_and_reruns_to_itself(vllm_server, tmp_path):
+    """`pope-data build --engine openai` against the session's vLLM server, 2 samples in flight:
+    the build finishes, and running it again generates nothing and writes the same tables."""
+    import polars as pl
+    from pope_cli.data import app as data_app
+    from typer.testing import CliRunner
+
+    url, _ = vllm_server
+    out = tmp_path / "out"
+    args = ["build", "--source", "synthetic", "--limit", "3", "--engine", "openai",
+            "--endpoint", url, "--model", "smollm2-135m", "--no-send-seed", "--k", "2",
+            "--n", "2", "--wave-size", "1", "--max-tokens", "24", "--batch-samples", "2",
+            "--concurrency", "2", "--out", str(out)]
+    runner = CliRunner()
+    first = runner.invoke(data_app, args)
+    assert first.exit_code == 0, first.output
+    tables = {t: pl.read_parquet(out / t) for t in ("curate.parquet", "prefixes.parquet")}
+    import sqlite3
+
+    def probes():
+        db = sqlite3.connect(out / "journal.sqlite")
+        try:
+            return db.execute("SELECT stage, problem_id, prefix_segments, wave, tokens "
+                              "FROM probes").fetchall()
+        finally:
+            db.close()
+
+    before = probes()
+    assert len(before) == len({p[:4] for p in before}) >= 3  # each probe journaled once
+    again = runner.invoke(data_app, args)
+    assert again.exit_code == 0, again.output
+    assert probes() == before  # nothing generated again
+    for name, table in tables.items():
+        assert pl.read_parquet(out / name).equals(table), name
