@@ -68,6 +68,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip-check", action="store_true", help="pretrain only")
     p.add_argument("--check-only", action="store_true",
                    help="check the organism already in --out (no pretraining)")
+    p.add_argument("--readme-only", action="store_true",
+                   help="write README.md from the folder's pretrain.json and regime.json")
     return p.parse_args(argv)
 
 
@@ -79,8 +81,47 @@ def istar(rows: dict[str, dict]) -> list[int | None]:
             for j in range(count)]
 
 
+def readme(out: Path) -> str:
+    """README.md of an organism folder from its pretrain.json and regime.json."""
+    record = json.loads((out / "pretrain.json").read_text())
+    regime = json.loads((out / "regime.json").read_text())
+    cfg = record["config"]
+    lines = [
+        "# The opchain organism (pope's second model organism)", "",
+        f"A {record['parameters']:,}-parameter Llama ({cfg['layers']} layers, hidden "
+        f"{cfg['hidden_size']}, {cfg['heads']} heads, rope theta {cfg['rope_theta']:g}) with a "
+        f"character-level tokenizer of {record['vocab_size']} tokens, pretrained from scratch on "
+        "`pope_data.opchain` demonstrations (docs/organism.md). It carries the repository's "
+        "licence (Apache-2.0); no outside weights or data went into it.", "",
+        f"Made in {record['wall_s']:,.0f} s of pretraining (one thread) by:", "",
+        f"    {record['command']}", "",
+        f"{record['demonstrations']['count']:,} demonstrations, rare-operation weights "
+        f"{record['rare_weights']}, {record['demonstrations']['guided']:,} guided (wordings pope, "
+        f"no-revisit, continue; restate {cfg['restate']}); {cfg['max_steps']} steps of "
+        f"{cfg['batch_size']} x {cfg['pack_length']} tokens; final loss "
+        f"{record['final_loss']:.4f} (loss.png).", "",
+        f"regime.json ({regime['config']['problems']} problems per row, temperature "
+        f"{regime['config']['temperature']:g}, {regime['wall_s']:,.0f} s):", "",
+        "| rare operations | unguided correct | problems solved |", "|---:|---:|---:|"]
+    for d, row in sorted(regime["unguided"].items(), key=lambda x: int(x[0])):
+        lines.append(f"| {d} | {row['correct']} of {row['samples']} | {row['problems_solved']} "
+                     f"of {row['problems']} |")
+    for key in sorted(k for k in regime if k.startswith("guided")):
+        for d, rows in sorted(regime[key].items(), key=lambda x: int(x[0])):
+            wording = key.split(":")[1] if ":" in key else "pope"
+            curve = ", ".join(f"{i}: {rows[i]['correct']}" for i in sorted(rows, key=int))
+            stars = regime["istar"][key][d]
+            lines += ["", f"{d} rare operations, `{wording}` wording, guided correct of "
+                      f"{rows['1']['samples']} per prefix length (lines shown): {curve}. "
+                      f"i* per problem (>= 1 of {regime['config']['n']}): {stars}."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.readme_only:
+        (Path(args.out) / "README.md").write_text(readme(Path(args.out)))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from pope_data.opchain import LENGTH, demonstrations, generate_opchain
@@ -136,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_s"] = round(time.monotonic() - started, 1)
     path = Path(args.out) / "regime.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
+    if (Path(args.out) / "pretrain.json").exists():
+        (Path(args.out) / "README.md").write_text(readme(Path(args.out)))
     print(f"regime check in {result['wall_s']} s -> {path}")
     return 0
 

@@ -20,8 +20,9 @@ def _split(build_dir) -> dict[str, str]:
 
 
 def test_the_task_seed_changes_the_problems_and_the_split(tmp_path):
+    # 24 tokens: every problem fails (all hard), so the build and its search stay short
     args = parse(["--out", str(tmp_path), "--problems", "8", "--k", "4", "--n", "2",
-                  "--validation-fraction", "0.5", "--min-held-out", "1", "--task-seeds", "0,1",
+                  "--max-tokens", "24", "--validation-fraction", "0.5", "--min-held-out", "1", "--task-seeds", "0,1",
                   "--eval-seed", "3"])
     assert args.task_seeds == [0, 1] and args.eval_seed == 3
     cmd = build_command(args, args.model, "pope", tmp_path / "b", 7)

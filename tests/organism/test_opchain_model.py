@@ -4,6 +4,7 @@ and the seeded command that pretrains it and checks its regime under three wordi
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,6 @@ def test_the_command_pretrains_and_checks_the_regime_under_three_wordings(tmp_pa
     for key in ("guided", "guided:no-revisit", "guided:continue"):
         assert set(regime[key]["2"]) == {str(i) for i in range(1, LENGTH + 1)}
         assert len(regime["istar"][key]["2"]) == 1
+    text = (out / "README.md").read_text()  # the folder explains itself
+    assert record["command"] in text and re.search(r"\| 0 \| [0-2] of 2 \|", text)
+    assert "`no-revisit` wording" in text and "`continue` wording" in text
