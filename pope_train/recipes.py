@@ -31,7 +31,8 @@ class Recipe:
     GRPOConfig fields changed from the paper's GRPO) or `Unsupported(why)`. A backend not named
     does not run the recipe. `sft`: GRPO starts from a supervised fine-tune of the model on the
     hard problems' correct solutions (pope_train.sft), not from the model itself. `guidance`:
-    what its guided rows show as training goes (pope_train.guidance.GUIDANCE_KINDS); anything
+    the guidance scheme its guided rows follow as training goes (a name in
+    pope_train.guidance.SCHEMES); anything
     but "static" needs a training loop that re-renders prompts, which TRL's has and verl's fit()
     does not (docs/training.md, "Guidance during training").
     """
@@ -44,9 +45,9 @@ class Recipe:
     guidance: str = "static"
 
     def __post_init__(self) -> None:
-        from pope_train.guidance import GUIDANCE_KINDS
+        from pope_train.guidance import SCHEMES
 
-        if self.guidance not in GUIDANCE_KINDS:
+        if self.guidance not in SCHEMES:
             raise ValueError(f"recipe {self.name}: unknown guidance {self.guidance!r}")
 
     def supports(self, backend: str) -> bool:
@@ -112,3 +113,13 @@ _add(Recipe("fixed_ratio", "Baseline (QuestA-style): the 1:1 mix with a fixed sh
 _add(Recipe("ghpo", "Baseline (GHPO-style): hard problems only; a group whose rollouts all failed "
             "is regenerated with 25%, then 50%, then 75% of the solution (--ghpo-ratios).",
             ("hard",), {"verl": _VERL_NO_HOOK, "trl": {}}, guidance="ghpo"))
+_add(Recipe("pope_adaptive", "POPE whose prefixes follow the rollouts: after each step a guided "
+            "group all correct moves its prefix one segment shorter, all wrong one longer (up to "
+            "the build's longest probe); an unguided success graduates. No extra generation.",
+            ("mix",), {"verl": _VERL_NO_HOOK, "trl": {}}, guidance="adaptive"))
+_add(Recipe("pope_shorter", "POPE at i* - 1: the 1:1 mix with each prefix one segment shorter "
+            "than the build's (at least one segment), unchanged during training.",
+            ("mix",), {"verl": _VERL_NO_HOOK, "trl": {}}, guidance="shorter"))
+_add(Recipe("fixed_ratio_istar", "Baseline: fixed-ratio guidance whose first phase shows each "
+            "problem's i*, then a fixed multiple of its share (--istar-schedule, default 1 then "
+            "0.5).", ("mix",), {"verl": _VERL_NO_HOOK, "trl": {}}, guidance="istar_ratio"))

@@ -20,8 +20,9 @@ from pope_eval.engines import EngineConfig, Sampling
 from pope_eval.engines.transformers_engine import TransformersEngine
 from pope_eval.errors import ConfigError
 from pope_train.backends.trl.metrics import read_metrics
-from pope_train.backends.trl.trainer import REFRESH_FIELDS, merge_rows
-from pope_train.guidance import (
+from pope_train.backends.trl.trainer import merge_rows
+from pope_train.guidance.online import REFRESH_FIELDS
+from pope_train.guidance.table import (
     GroupHints,
     GuidanceTable,
     load_guided_problems,
@@ -289,7 +290,7 @@ def test_pope_train_refuses_a_guidance_option_of_another_config_and_verl_names_t
     export = str(study / "t0" / "build" / "export")
     res = _cli("pope", "--backend", "trl", "--model", str(ORGANISM), "--export", export,
                "--out", str(tmp_path / "a"), "--ratio-schedule", "0.4", "--dry-run")
-    assert res.returncode == 2 and "ratio_schedule: applies to config fixed_ratio" in \
+    assert res.returncode == 2 and "--ratio-schedule: applies to config fixed_ratio" in \
         res.stdout + res.stderr
     res = _cli("fixed_ratio", "--backend", "trl", "--model", str(ORGANISM), "--export", export,
                "--out", str(tmp_path / "b"), "--ratio-schedule", "0.5,1.5", "--dry-run")

@@ -41,7 +41,8 @@ def test_every_recipe_either_runs_on_trl_or_says_why_not():
     for r in RECIPES.values():
         assert r.supports("trl") or r.why_not("trl")
     assert {"pope", "hard_only", "easy_hard_mix", "clip_higher", "pope_easy_hard",
-            "entropy_bonus", "sft_then_rl", "pope_online", "fixed_ratio", "ghpo"} == set(TRL_RECIPES)
+            "entropy_bonus", "sft_then_rl", "pope_online", "fixed_ratio", "ghpo", "pope_adaptive",
+            "pope_shorter", "fixed_ratio_istar"} == set(TRL_RECIPES)
     assert RECIPES["pass_at_k"].why_not("trl").startswith("TRL has no pass@k advantage estimator")
 
 
@@ -86,7 +87,7 @@ def test_clipping_schedule_and_kl_are_options_with_trls_and_the_papers_defaults(
 
 def test_an_unknown_lr_scheduler_is_named_at_plan_time(tmp_path, tiny_model_dir):
     export = make_export(tmp_path / "data", hard=1, easy=0)
-    with pytest.raises(ConfigError, match="lr_scheduler: unknown 'cosine-ish'; choose one of "
+    with pytest.raises(ConfigError, match="--lr-scheduler: unknown 'cosine-ish'; choose one of "
                                           "linear, cosine,"):
         plan_trl(TrlConfig(config="pope", model=str(tiny_model_dir), export_dir=str(export),
                            out_dir=str(tmp_path / "o"), lr_scheduler="cosine-ish"))
@@ -125,7 +126,7 @@ def test_vllm_modes_reach_grpo_config(tmp_path):
                       vllm_installed=True)
     assert "use_vllm" not in s
     with pytest.raises(ConfigError, match=re.escape(
-            "vllm_server: a server URL is for --vllm server (this run: --vllm auto)")):
+            "--vllm-server: a server URL is for --vllm server (this run: --vllm auto)")):
         grpo_settings(TrlConfig(**base, vllm_server="http://h:8000"), str(tmp_path), on_gpu=True,
                       vllm_installed=True)
 
@@ -149,18 +150,18 @@ def test_vllm_colocate_on_this_cpu_is_refused_by_the_cli(tmp_path, tiny_model_di
 @pytest.mark.parametrize("kwargs, field", [
     ({"config": "nope"}, "config"),
     ({"config": "pass_at_k"}, "pass@k"),
-    ({"max_steps": 0}, "max_steps"),
-    ({"num_generations": 1}, "num_generations"),
-    ({"learning_rate": 0.0}, "learning_rate"),
-    ({"temperature": -1.0}, "temperature"),
-    ({"seed": -1}, "seed"),
-    ({"max_grad_norm": 0.0}, "max_grad_norm"),
-    ({"beta": -0.1}, "beta"),
-    ({"vllm": "yes"}, "vllm: unknown 'yes'; choose one of auto, colocate, server, off"),
+    ({"max_steps": 0}, "--max-steps"),
+    ({"num_generations": 1}, "--num-generations"),
+    ({"learning_rate": 0.0}, "--learning-rate"),
+    ({"temperature": -1.0}, "--temperature"),
+    ({"seed": -1}, "--seed"),
+    ({"max_grad_norm": 0.0}, "--max-grad-norm"),
+    ({"beta": -0.1}, "--beta"),
+    ({"vllm": "yes"}, "--vllm: unknown 'yes'; choose one of auto, colocate, server, off"),
     ({"export_dir": None}, "train_files"),
     ({"model": " "}, "model"),
 ])
-def test_config_errors_name_the_field(kwargs, field):
+def test_config_errors_name_the_flag(kwargs, field):
     base = {"config": "pope", "model": "smollm2-135m", "export_dir": "x"}
     with pytest.raises(ConfigError, match=field):
         TrlConfig(**{**base, **kwargs})
@@ -304,7 +305,7 @@ def test_cli_validates_before_loading(tmp_path):
     assert res.exit_code == 2 and "missing" in res.output
     res = runner.invoke(app, ["run", "pope", "--model", "smollm2-135m", "--backend", "trl",
                               "--export", str(tmp_path), "--max-steps", "0"])
-    assert res.exit_code == 2 and "max_steps" in res.output
+    assert res.exit_code == 2 and "--max-steps: must be >= 1" in res.output
 
 
 def test_cli_dry_run_prints_the_grpo_config(one_problem_export, tiny_model_dir, tmp_path):

@@ -68,14 +68,14 @@ def test_eval_seeds_depend_on_the_problem_only():
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    ({"eval_every": -1}, "eval_every"),
-    ({"eval_every": 1, "eval_samples": 0}, "eval_samples"),
-    ({"eval_every": 1, "eval_problems": 0}, "eval_problems"),
-    ({"eval_every": 1, "eval_max_tokens": 0}, "eval_max_tokens"),
-    ({"eval_every": 1, "eval_batch_size": 0}, "eval_batch_size"),
-    ({"eval_every": 1, "eval_temperature": 0.0}, "eval_temperature"),
-    ({"eval_samples": 4}, "eval_samples: evaluation is off"),
-    ({"eval_data": "aime2025"}, "eval_data: evaluation is off"),
+    ({"eval_every": -1}, "--eval-every"),
+    ({"eval_every": 1, "eval_samples": 0}, "--eval-samples"),
+    ({"eval_every": 1, "eval_problems": 0}, "--eval-problems"),
+    ({"eval_every": 1, "eval_max_tokens": 0}, "--eval-max-tokens"),
+    ({"eval_every": 1, "eval_batch_size": 0}, "--eval-batch-size"),
+    ({"eval_every": 1, "eval_temperature": 0.0}, "--eval-temperature"),
+    ({"eval_samples": 4}, "--eval-samples: evaluation is off"),
+    ({"eval_data": "aime2025"}, "--eval-data: evaluation is off"),
 ])
 def test_eval_option_errors_name_the_option(kwargs, field):
     with pytest.raises(ConfigError, match=field):
@@ -122,7 +122,7 @@ def test_plan_leaves_out_answers_math_verify_cannot_read(eval_export, tiny_model
 
 def test_plan_refuses_an_evaluation_with_nothing_to_measure(eval_export, tiny_model_dir, tmp_path):
     # Guided rows only, and no export: no unguided hard row, no held-out split.
-    with pytest.raises(ConfigError, match="eval_every: nothing to evaluate"):
+    with pytest.raises(ConfigError, match="--eval-every: nothing to evaluate"):
         plan_trl(TrlConfig(config="pope", model=str(tiny_model_dir), out_dir=str(tmp_path / "o"),
                            train_files=(str(eval_export / "guided" / "train.parquet"),),
                            eval_every=1))
@@ -139,7 +139,7 @@ def test_cli_takes_the_eval_options(eval_export, tiny_model_dir, tmp_path):
     assert res.exit_code == 0, res.output
     assert '"samples": 8' in res.output and '"ks": [' in res.output
     res = runner.invoke(app, [*base, "--eval-samples", "8"])
-    assert res.exit_code == 2 and "eval_samples: evaluation is off" in res.output
+    assert res.exit_code == 2 and "--eval-samples: evaluation is off" in res.output
 
 
 def test_plot_draws_evaluation_records(tmp_path):

@@ -1,6 +1,6 @@
 """The TRL backend: GRPO in-process on one machine (CPU included), via `pope_train.backends.trl.backend`.
 
-Registered as `trl` in `pope_train.backends.BACKENDS`; its options are `backend.TrlOptions`, its
+Registered as `trl` in `pope_train.backends.BACKENDS`; its options are `options.TrlOptions`, its
 settings per recipe the GRPOConfig fields in `pope_train.recipes`. It takes no `key=value` overrides.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from pope_train.backends.base import Outcome, Plan, Progress
 from pope_train.backends.trl import backend as trl_backend
+from pope_train.backends.trl.options import TrlOptions
 from pope_train.recipes import Recipe
 
 
@@ -31,11 +32,11 @@ def _step_line(record: dict[str, Any]) -> str:
 class TrlBackend:
     name = "trl"
     summary = "in-process, one machine, CPU included"
-    options = trl_backend.TrlOptions
+    options = TrlOptions
     overrides = None
 
     def plan(self, recipe: Recipe, *, model: str, export: str | None,
-             train_files: tuple[str, ...], options: trl_backend.TrlOptions,
+             train_files: tuple[str, ...], options: TrlOptions,
              overrides: tuple[str, ...]) -> Plan:
         detail = trl_backend.plan_trl(trl_backend.TrlConfig(
             config=recipe.name, model=model, export_dir=export, train_files=train_files,
@@ -55,15 +56,24 @@ class TrlBackend:
         return json.dumps(plan.detail.describe(), indent=2)
 
     def train(self, plan: Plan, progress: Progress | None = None) -> Outcome:
+        where = [0, plan.steps or 0]  # the last step reported, of how many
+
         def on_step(record: dict[str, Any], max_steps: int) -> None:
+            where[:] = [record["step"], max_steps]
             if progress is not None:
                 progress(record["step"], max_steps, _step_line(record))
+
+        def note(line: str) -> None:
+            """A guidance event (an online refresh) as one progress line."""
+            if progress is not None:
+                progress(where[0], where[1], line)
 
         def on_sft_step(step: int, steps: int, loss: float | None) -> None:
             if progress is not None:
                 progress(step, steps, f"SFT loss {_fmt(loss)}")
 
-        result = trl_backend.train(plan.detail, progress=on_step, sft_progress=on_sft_step)
+        result = trl_backend.train(plan.detail, progress=on_step, sft_progress=on_sft_step,
+                                   note=note)
         lines = (f"{result.steps} steps; final model {result.final_model}",
                  *((f"SFT model (GRPO's start): {result.sft_model}",) if result.sft_model else ()),
                  *(f"checkpoint: {c}" for c in result.checkpoints),

