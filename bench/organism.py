@@ -313,6 +313,8 @@ def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
             "reward_unguided": mean_of("reward_unguided"),
             "entropy": mean_of("entropy"), "step_time": mean_of("step_time"),
             "hinted_groups": mean_of("hinted_groups"),
+            # share of a step's groups whose rewards are all equal (zero advantage), where logged
+            "zero_spread_groups": mean_of("zero_spread_groups"),
             "steps_with_guided_reward": steps_with_guided_reward,
             "rollout_tokens": [t["rollout"] for t in tokens],
             "refresh_tokens": [t["refresh"] for t in tokens],
@@ -467,19 +469,21 @@ def main(argv: list[str] | None = None) -> int:
              f"{round(wall)} s.", "",
              *[f"Build, task seed {t}: {_counts(b)}" for t, b in builds.items()], "",
              "| arm | runs | S(0) | final S | held-out S | pass@1 | pass@" + kmax + " | guided "
-             "reward | unguided reward | entropy | steps with guided reward > 0 | tokens "
-             "generated | guidance tokens shown | final S per M tokens |", "|---|" + "---:|" * 13]
+             "reward | unguided reward | zero-advantage groups | entropy | steps with guided "
+             "reward > 0 | tokens generated | guidance tokens shown | final S per M tokens |",
+             "|---|" + "---:|" * 14]
     for arm, s in summaries.items():
         lines.append(f"| {arm} | {len(s['per_run'])} | {fmt_spread(s['curve'][0]['solvable'], 2)} "
                      f"| {fmt_spread(final_s[arm], 2)} | {fmt_spread(heldout_s[arm], 2)} "
                      f"| {fmt_spread(passk[arm]['1'])} | {fmt_spread(passk[arm][kmax])} "
                      f"| {fmt_spread(s['reward_guided'])} | {fmt_spread(s['reward_unguided'])} "
+                     f"| {fmt_spread(s['zero_spread_groups'], 2)} "
                      f"| {fmt_spread(s['entropy'], 2)} | {s['steps_with_guided_reward']} "
                      f"| {fmt_spread(s['total_tokens'], 0)} | {fmt_spread(s['guidance_tokens'], 0)} "
                      f"| {fmt_spread(s['solvable_per_mtok'], 2)} |")
     lines.append(f"| base | | | | {fmt_spread(passk['base'][kmax], 2)} "
                  f"| {fmt_spread(passk['base']['1'])} | {fmt_spread(passk['base'][kmax])} "
-                 "| | | | | | | |")
+                 "| | | | | | | | |")
     online = [(arm, s["refreshes"]) for arm, s in summaries.items() if any(s["refreshes"])]
     for arm, per_seed in online:
         lines += ["", f"{arm} refreshes (step: prefix histogram, graduated, tokens), per run:"]
