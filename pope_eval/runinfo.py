@@ -90,6 +90,32 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
     return diffs
 
 
+def check_run_config(out: str | Path, config: Mapping[str, Any], *,
+                     has_results: Callable[[Path], bool] | None = None) -> str:
+    """Whether folder `out` can take a run of `config`, read without writing anything: "new"
+    (no run config there), "same" (the same config: resume) or "replace" (another config, but
+    `has_results(out)` is false). A folder with results of another config is a ConfigError
+    listing the changed fields."""
+    out_dir = Path(out)
+    path = out_dir / RUN_CONFIG
+    if not path.exists():
+        return "new"
+    config = json.loads(json.dumps(dict(config), default=str))  # normalise tuples etc.
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the existing run config: {exc}") from exc
+    diffs = config_diff(previous.get("config", {}), config)
+    if not diffs:
+        return "same"
+    if has_results is None or has_results(out_dir):
+        raise ConfigError(
+            f"{out_dir} holds a run with another config; use a new --out folder or the same "
+            "options. Changed: " + "; ".join(diffs)
+        )
+    return "replace"
+
+
 def open_run_dir(out: str | Path, config: Mapping[str, Any], *, command: str | None = None,
                  has_results: Callable[[Path], bool] | None = None,
                  extra: Mapping[str, Any] | None = None) -> Path:
@@ -104,19 +130,8 @@ def open_run_dir(out: str | Path, config: Mapping[str, Any], *, command: str | N
     out_dir = prepare_out_dir(out)
     path = out_dir / RUN_CONFIG
     config = json.loads(json.dumps(dict(config), default=str))  # normalise tuples etc.
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read the existing run config: {exc}") from exc
-        diffs = config_diff(previous.get("config", {}), config)
-        if not diffs:
-            return out_dir
-        if has_results is None or has_results(out_dir):
-            raise ConfigError(
-                f"{out_dir} holds a run with another config; use a new --out folder or the same "
-                "options. Changed: " + "; ".join(diffs)
-            )
+    if check_run_config(out_dir, config, has_results=has_results) == "same":
+        return out_dir
     write_json_atomic(
         path,
         {
