@@ -132,7 +132,7 @@ class Adaptive(GuidanceScheme):
             kind = "guided" if info.get("guided") else "unguided"
             outcomes.setdefault(pid, {}).setdefault(kind, []).append(float(score))
         moved = self.moves(outcomes)
-        if self.log_path is not None:
+        if self.log_path is not None and self.run.main:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("a") as f:
                 f.write(json.dumps({"step": step + 1, **moved, **self.table.snapshot()}) + "\n")

@@ -53,13 +53,17 @@ class Setup:
 class Runtime:
     """What a scheme gets when training starts: the run folder, the group size (rollouts per
     prompt), a token counter (the policy's tokenizer), `write` (one metrics.jsonl record) and
-    `say` (one console line)."""
+    `say` (one console line). With several training processes each has its own scheme: `main`
+    is True in one of them (the one that writes files), and `share(value)` returns the main
+    process's `value` in every process (a collective: all call it together)."""
 
     out_dir: Path
     group: int
     count_tokens: Callable[[str], int]
     write: Callable[[dict[str, Any]], None]
     say: Callable[[str], None]
+    main: bool = True
+    share: Callable[[Any], Any] = lambda value: value
 
 
 class GuidanceScheme:

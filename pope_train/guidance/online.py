@@ -56,6 +56,9 @@ class Online(GuidanceScheme):
 
         super().start(run)
         folder = run.out_dir / GUIDANCE_DIR
+        self.journal = None
+        if not run.main:  # the main process refreshes and shares the table
+            return
         folder.mkdir(parents=True, exist_ok=True)
         self.journal = Journal.open(folder / "journal.sqlite", refresh_fingerprint(
             self.setup.model, self.setup.seed, self.opts.refresh_n, self.setup.sampling,
@@ -73,8 +76,12 @@ class Online(GuidanceScheme):
 
     def after_step(self, step: int, max_steps: int, policy: Policy) -> None:
         """A refresh after every --refresh-every steps, not after the last (nothing would
-        train on it), in journal stage `refresh-step-N`."""
+        train on it), in journal stage `refresh-step-N`; the main process searches, every
+        process takes its table."""
         if step % self.opts.refresh_every or step >= max_steps:
+            return
+        if not self.run.main:
+            self.table.prefix = self.run.share(None)
             return
         record = refresh(self.table, policy(), self.journal, step, n=self.opts.refresh_n,
                          sampling=self.setup.sampling, batch_samples=self.setup.batch_size)
@@ -88,6 +95,8 @@ class Online(GuidanceScheme):
         self.run.say(line)
         self.run.write(record)
         self._append(self.table.history[-1])
+        self.run.share(self.table.prefix)
 
     def finish(self) -> None:
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()

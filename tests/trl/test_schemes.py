@@ -195,6 +195,23 @@ def test_ghpo_names_all_failed_groups_round_by_round(export, tmp_path):
     assert s.observe(batch, [0] * 8, 0) == {"hinted_groups": 1.0, "hint_rounds": 1.0}
 
 
+def test_online_searches_in_the_main_process_only_and_every_process_takes_its_table(export,
+                                                                                   tmp_path):
+    s = _scheme("online", export, refresh_every=1)
+    main_table = {pid: 1 for pid in s.table.prefix}
+    s.start(Runtime(out_dir=tmp_path, group=4, count_tokens=len, write=lambda r: None,
+                    say=lambda line: None, main=False, share=lambda value: main_table))
+
+    def no_generation():
+        raise AssertionError("a process other than the main one generated")
+
+    s.after_step(1, 10, no_generation)
+    assert s.table.prefix == main_table
+    s.after_step(10, 10, no_generation)  # never after the last step
+    s.finish()
+    assert not (tmp_path / "guidance").exists()  # the main process writes the journal
+
+
 # -- the TRL seam ----------------------------------------------------------------------------
 
 def test_the_seam_refuses_a_trl_without_the_hooked_method(monkeypatch, export, tmp_path):
@@ -284,3 +301,43 @@ def test_two_steps_per_scheme_log_the_accounting_and_the_schemes_fields(recipe, 
     if recipe == "pope_adaptive":
         table = (out / "guidance" / "adaptive.jsonl").read_text().splitlines()
         assert [json.loads(x)["step"] for x in table] == [1, 2]
+
+
+# -- the seam changes nothing a static run does --------------------------------------------------
+
+# `pope` on three organism problems, 3 steps, measured before the scheme interface existed
+# (commit 04fb621, plain GRPOTrainer for a run without a build folder): the seam's trainer must
+# reproduce it step for step (its final weights were byte-identical too).
+PRE_SEAM_POPE = [
+    {"reward": 0.0625, "loss": -0.008396525867283344, "grad_norm": 0.15630576014518738,
+     "entropy": 0.08752147853374481, "response_length": 55.25, "clipped_ratio": 0.125},
+    {"reward": 0.0, "loss": 0.0, "grad_norm": 0.0, "entropy": 0.0010873228311538696,
+     "response_length": 64.0, "clipped_ratio": 1.0},
+    {"reward": 0.0, "loss": 0.0, "grad_norm": 0.0, "entropy": 0.049968838691711426,
+     "response_length": 62.3125, "clipped_ratio": 0.625},
+]
+
+
+@pytest.mark.slow
+def test_pope_reproduces_the_run_from_before_the_seam_step_for_step(tmp_path):
+    from pope_data.organism import generate_organism
+    from pope_train.backends.trl.backend import plan_trl, train
+    from tests.trl.conftest import make_export
+
+    problems = generate_organism(3, seed=0, difficulty=4)
+    steps = problems[0].solution.splitlines()
+    export = make_export(tmp_path / "data", easy=0, problems=problems,
+                         prefix_steps=len(steps) - 2)
+    plan = plan_trl(TrlConfig(config="pope", model=str(ORGANISM), export_dir=str(export),
+                              out_dir=str(tmp_path / "run"), max_steps=3, prompts_per_step=2,
+                              num_generations=8, max_completion_length=64, save_steps=10,
+                              learning_rate=1e-4, seed=0))
+    result = train(plan)
+    records = read_metrics(result.metrics)
+    assert len(records) == len(PRE_SEAM_POPE)
+    for got, want in zip(records, PRE_SEAM_POPE):
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    # the accounting agrees with TRL's own count of zero-spread groups
+    assert [r["zero_spread_groups"] for r in records] == [r["reward_zero_std"] for r in records]
+    assert records[0]["zero_spread_guided"] == 0.5 and records[0]["zero_gradient_tokens"] < 1

@@ -152,7 +152,8 @@ def guided_trainer_class() -> type:
             tokenizer = self.processing_class
             self.pope_scheme = scheme
             scheme.start(Runtime(group=self.num_generations, count_tokens=lambda text: len(
-                tokenizer(text, add_special_tokens=False)["input_ids"]), **pope_run))
+                tokenizer(text, add_special_tokens=False)["input_ids"]),
+                main=self.accelerator.is_main_process, share=self._share, **pope_run))
             self._pope_scores: Any = None
             self.add_callback(_between_steps(scheme, scheme.setup.batch_size, self.args.seed))
 
@@ -169,6 +170,14 @@ def guided_trainer_class() -> type:
             out = super()._generate_and_score_completions(rows)
             out[SCORES], self._pope_scores = self._pope_scores, None
             return out
+
+        def _share(self, value: Any) -> Any:
+            """The main process's `value`, in every process."""
+            if self.accelerator.num_processes == 1:
+                return value
+            from accelerate.utils import broadcast_object_list
+
+            return broadcast_object_list([value], from_process=0)[0]
 
         def _agree(self, local: int) -> int:
             """The largest `local` over all processes (each must generate the same rounds)."""
