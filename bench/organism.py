@@ -102,7 +102,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--problems", type=int_at_least("--problems", 2), default=96,
                     help="problems generated (half easy)")
     ap.add_argument("--validation-fraction",
-                    type=float_in("--validation-fraction", 0.0, 0.9, open_low=True), default=0.3,
+                    type=float_in("--validation-fraction", 0.0, 0.9, open_low=True), default=0.4,
                     help="share of the problems held out (the held-out hard split)")
     ap.add_argument("--min-held-out", type=int_at_least("--min-held-out", 1), default=8,
                     help="a task draw with fewer held-out hard problems stops the study")
