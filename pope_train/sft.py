@@ -35,7 +35,7 @@ SFT_SOURCES: dict[str, str] = {
 
 def _check_source(source: str) -> None:
     if source not in SFT_SOURCES:
-        raise ConfigError(f"sft_data: unknown {source!r}; choose one of {', '.join(SFT_SOURCES)}")
+        raise ConfigError(f"--sft-data: unknown {source!r}; choose one of {', '.join(SFT_SOURCES)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,10 +51,12 @@ class SftOptions:
     def __post_init__(self) -> None:
         for name in ("sft_steps", "sft_batch_size"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got "
+                                  f"{getattr(self, name)}")
         _check_source(self.sft_data)
         if not 0 < self.sft_learning_rate < 1:
-            raise ConfigError(f"sft_learning_rate: must be in (0, 1), got {self.sft_learning_rate}")
+            raise ConfigError(f"--sft-learning-rate: must be in (0, 1), got "
+                              f"{self.sft_learning_rate}")
 
 
 @dataclass(frozen=True)

@@ -128,9 +128,9 @@ def test_sft_data_file_is_what_trl_and_verl_read(build, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    ({"sft_steps": 0}, "sft_steps"), ({"sft_batch_size": 0}, "sft_batch_size"),
-    ({"sft_data": "books"}, "sft_data: unknown 'books'; choose one of traces, solutions"),
-    ({"sft_learning_rate": 2.0}, "sft_learning_rate"),
+    ({"sft_steps": 0}, "--sft-steps"), ({"sft_batch_size": 0}, "--sft-batch-size"),
+    ({"sft_data": "books"}, "--sft-data: unknown 'books'; choose one of traces, solutions"),
+    ({"sft_learning_rate": 2.0}, "--sft-learning-rate"),
 ])
 def test_sft_option_errors_name_the_option(kwargs, field):
     with pytest.raises(ConfigError, match=field):
