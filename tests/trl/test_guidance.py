@@ -23,7 +23,6 @@ from pope_train.backends.trl.metrics import read_metrics
 from pope_train.backends.trl.trainer import merge_rows
 from pope_train.guidance.online import REFRESH_FIELDS
 from pope_train.guidance.table import (
-    GroupHints,
     GuidanceTable,
     load_guided_problems,
     parse_ratios,
@@ -51,7 +50,7 @@ def _table(study: Path) -> GuidanceTable:
     return GuidanceTable(problems, guidance)
 
 
-# -- rules on small inputs -------------------------------------------------------------------
+# -- rules on small inputs (the schemes' own, on a small build: test_schemes.py) ---------------
 
 def test_ratios_are_parsed_checked_and_scheduled_in_equal_phases():
     assert parse_ratios("0.5, 0.25", "--ratio-schedule") == (0.5, 0.25)
@@ -60,32 +59,6 @@ def test_ratios_are_parsed_checked_and_scheduled_in_equal_phases():
             parse_ratios(bad, "--ratio-schedule")
     assert [ratio_at((0.5, 0.25), s, 10) for s in range(10)] == [0.5] * 5 + [0.25] * 5
     assert ratio_at((0.5, 0.25, 0.1), 99, 100) == 0.1
-
-
-def test_a_ratio_prefix_is_the_longest_within_the_share_and_never_the_whole_solution(study):
-    table = _table(study)
-    seg = next(iter(table.problems.values())).segmentation
-    for ratio in (0.25, 0.5, 0.75):
-        i = ratio_prefix(seg, ratio)
-        assert 1 <= i < len(seg)
-        assert seg.fraction(i) <= ratio < seg.fraction(i + 1) or i == 1
-    assert ratio_prefix(seg, 0.999) == len(seg) - 1  # the answer line is never shown
-    assert ratio_prefix(seg, 0.25) < ratio_prefix(seg, 0.5) < ratio_prefix(seg, 0.75)
-
-
-def test_hints_go_to_all_failed_groups_of_known_problems_only(study):
-    table = _table(study)
-    a, b = sorted(table.problems)[:2]
-    rows = [{"extra_info": {"problem_id": pid}} for pid in (a, a, b, b, "other", "other")]
-    hints = GroupHints((0.25, 0.5), table)
-    # group 0 has a success, group 1 failed entirely, group 2 failed but has no solution
-    assert hints.failed_groups([0, 1, 0, 0, 0, 0], rows, 2) == [1]
-    assert hints.failed_groups([1, 1, 1, 0, 0, 0], rows, 2) == []
-    with pytest.raises(ValueError, match="not one prompt's group"):
-        hints.failed_groups([0] * 4, rows[1:5], 2)
-    hinted = hints.hinted({**_rows(study, "hard")[0]}, 0.5)
-    assert hinted["extra_info"]["guided"] and hinted["extra_info"]["hint_ratio"] == 0.5
-    assert "<partial_solution>" in hinted["prompt"][-1]["content"]
 
 
 def test_merging_a_regenerated_group_re_pads_and_recounts_the_loss_normaliser():
@@ -107,18 +80,6 @@ def test_merging_a_regenerated_group_re_pads_and_recounts_the_loss_normaliser():
     assert int(out["num_items_in_batch"]) == 1 + 2 + 3 + 1
     with pytest.raises(ValueError, match="differ in keys"):
         merge_rows(base, {k: v for k, v in sub.items() if k != "advantages"}, [2, 3], 0)
-
-
-def test_the_table_renders_the_exports_own_rows_and_a_graduate_as_its_unguided_prompt(study):
-    table = _table(study)
-    unguided = {r["extra_info"]["problem_id"]: r["prompt"] for r in _rows(study, "hard")}
-    for row in _rows(study, "mix"):
-        pid = row["extra_info"]["problem_id"]
-        assert table.render(row)["prompt"] == row["prompt"]  # the build's prefix, unchanged
-        if row["extra_info"]["guided"]:
-            graduated = table.render(row, 0)
-            assert graduated["prompt"] == unguided[pid]
-            assert graduated["extra_info"]["graduated"] and not graduated["extra_info"]["guided"]
 
 
 # -- the refresh with the real organism --------------------------------------------------------

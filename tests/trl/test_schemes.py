@@ -23,6 +23,7 @@ from pope_train.backends.trl.metrics import STEP_FIELDS, read_metrics
 from pope_train.backends.trl.options import TrlOptions
 from pope_train.backends.trl.trainer import check_trl_seam, zero_advantage, zero_advantage_metrics
 from pope_train.guidance import SCHEMES, Runtime, Setup
+from pope_train.guidance.table import GroupHints, ratio_prefix
 from pope_train.recipes import RECIPES
 from tests.trl.conftest import scripted_build
 
@@ -113,6 +114,48 @@ def test_static_shorter_and_istar_ratio_start_where_they_say(export):
         later = istar.rows([row], 9)[0]["extra_info"]["prefix_segments"]
         assert 1 <= later <= start
     assert shorter.describe()["prefix"] != static.describe()["start_prefix"]
+
+
+def _rows(export: Path, subset: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(export / subset / "train.parquet").to_pylist()
+
+
+def test_a_ratio_prefix_is_the_longest_within_the_share_and_never_the_whole_solution(export):
+    seg = next(iter(_scheme("ratio", export).problems.values())).segmentation
+    for ratio in (0.25, 0.5, 0.75):
+        i = ratio_prefix(seg, ratio)
+        assert 1 <= i < len(seg)
+        assert seg.fraction(i) <= ratio < seg.fraction(i + 1) or i == 1
+    assert ratio_prefix(seg, 0.999) == len(seg) - 1  # the answer line is never shown
+
+
+def test_hints_go_to_all_failed_groups_of_known_problems_only(export):
+    table = _scheme("ghpo", export).table
+    a, b = sorted(table.problems)[:2]
+    rows = [{"extra_info": {"problem_id": pid}} for pid in (a, a, b, b, "other", "other")]
+    hints = GroupHints((0.25, 0.5), table)
+    # group 0 has a success, group 1 failed entirely, group 2 failed but has no solution
+    assert hints.failed_groups([0, 1, 0, 0, 0, 0], rows, 2) == [1]
+    assert hints.failed_groups([1, 1, 1, 0, 0, 0], rows, 2) == []
+    with pytest.raises(ValueError, match="not one prompt's group"):
+        hints.failed_groups([0] * 4, rows[1:5], 2)
+    hinted = hints.hinted({**_rows(export, "hard")[0]}, 0.5)
+    assert hinted["extra_info"]["guided"] and hinted["extra_info"]["hint_ratio"] == 0.5
+    assert "<partial_solution>" in hinted["prompt"][-1]["content"]
+
+
+def test_the_table_renders_the_exports_own_rows_and_a_graduate_as_its_unguided_prompt(export):
+    table = _scheme("online", export).table
+    unguided = {r["extra_info"]["problem_id"]: r["prompt"] for r in _rows(export, "hard")}
+    for row in _rows(export, "mix"):
+        pid = row["extra_info"]["problem_id"]
+        assert table.render(row)["prompt"] == row["prompt"]  # the build's prefix, unchanged
+        if row["extra_info"]["guided"]:
+            graduated = table.render(row, 0)
+            assert graduated["prompt"] == unguided[pid]
+            assert graduated["extra_info"]["graduated"] and not graduated["extra_info"]["guided"]
 
 
 def _group(pid: str, guided: bool, scores: list[float]) -> tuple[list[dict], list[float]]:
