@@ -28,6 +28,7 @@ from pope_train.backends.trl.backend import (
     train,
 )
 from pope_train.backends.trl.metrics import STEP_FIELDS, batch_stats, plot_metrics, step_record
+from pope_train.backends.trl.resume import fingerprint
 from pope_train.recipes import RECIPES
 from tests.trl.conftest import make_export
 
@@ -173,11 +174,16 @@ def test_plan_checks_the_export_and_the_out_folder(tmp_path, tiny_model_dir):
         plan_trl(TrlConfig(config="easy_hard_mix", model=str(tiny_model_dir),
                            export_dir=str(export), out_dir=str(tmp_path / "o1")))
     used = tmp_path / "used"
-    used.mkdir()
-    (used / "metrics.jsonl").write_text("")
-    with pytest.raises(ConfigError, match="already holds a run"):
+    (used / "final").mkdir(parents=True)  # a run of seed 1 that left results
+    (used / "run_config.json").write_text(json.dumps({"config": fingerprint(TrlConfig(
+        config="pope", model=str(tiny_model_dir), export_dir=str(export), seed=1))}))
+    with pytest.raises(ConfigError, match="another config.*Changed: seed: 1 -> 0$"):
         plan_trl(TrlConfig(config="pope", model=str(tiny_model_dir), export_dir=str(export),
                            out_dir=str(used)))
+    # The same config, --out aside, is the same run: planned to resume (no checkpoint: step 0).
+    folder = plan_trl(TrlConfig(config="pope", model=str(tiny_model_dir), export_dir=str(export),
+                                out_dir=str(used), seed=1)).folder
+    assert folder is not None and folder.checkpoint is None and not folder.finished
     with pytest.raises(ConfigError, match="config.json"):
         plan_trl(TrlConfig(config="pope", model=str(tmp_path), export_dir=str(export),
                            out_dir=str(tmp_path / "o2")))

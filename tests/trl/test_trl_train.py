@@ -66,7 +66,7 @@ def test_metrics_file_has_every_field_per_step(trained):
     assert config["grpo_config"]["beta"] == 0.0 and config["versions"]["trl"].startswith("1.")
 
 
-def test_checkpoint_is_a_plain_model_folder_the_engines_load(trained):
+def test_checkpoint_is_a_model_folder_the_engines_load(trained):
     from pope_eval.engines import EngineConfig, make_engine
     from pope_eval.models import resolve_model
 
@@ -78,7 +78,9 @@ def test_checkpoint_is_a_plain_model_folder_the_engines_load(trained):
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(ckpt).chat_template
-    assert not list(ckpt.glob("optimizer*"))  # a model folder, not a resumable trainer state
+    # Beside the model, what a rerun resumes from (pope_train.backends.trl.resume).
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "pope_state.json"):
+        assert (ckpt / name).is_file()
     assert resolve_model(str(ckpt)).path == str(ckpt.resolve())
     engine = make_engine(EngineConfig(engine="transformers", model=str(ckpt)))
     engine.close()

@@ -41,6 +41,10 @@ class TrlBackend:
         detail = trl_backend.plan_trl(trl_backend.TrlConfig(
             config=recipe.name, model=model, export_dir=export, train_files=train_files,
             **asdict(options)))
+        folder = detail.folder
+        if folder is not None and folder.finished:  # one line from train(), nothing to show
+            return Plan(backend=self.name, recipe=recipe.name, lines=(), steps=None,
+                        detail=detail)
         lines = [("train", ", ".join(detail.train_files)), ("model", detail.model_path)]
         if detail.sft_data is not None:
             lines.append(("sft", f"{detail.sft_data.line()}; {detail.config.sft_steps} steps, "
@@ -48,6 +52,8 @@ class TrlBackend:
         lines.append(("rollouts", f"vLLM ({detail.grpo['vllm_mode']})"
                       if detail.grpo.get("use_vllm") else "transformers generate()"))
         lines.append(("out", detail.config.out_dir))
+        if folder is not None and folder.line():
+            lines.append(("resume", folder.line() or ""))
         return Plan(backend=self.name, recipe=recipe.name, lines=tuple(lines),
                     steps=detail.config.max_steps, detail=detail)
 
@@ -74,6 +80,8 @@ class TrlBackend:
 
         result = trl_backend.train(plan.detail, progress=on_step, sft_progress=on_sft_step,
                                    note=note)
+        if result.folder is not None and result.folder.finished:
+            return Outcome(exit_code=0, lines=(result.folder.line() or "",), result=result)
         lines = (f"{result.steps} steps; final model {result.final_model}",
                  *((f"SFT model (GRPO's start): {result.sft_model}",) if result.sft_model else ()),
                  *(f"checkpoint: {c}" for c in result.checkpoints),

@@ -7,7 +7,6 @@ checks everything without loading a model; `train(plan, progress=...)` runs and 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import platform
 from collections.abc import Callable, Mapping, Sequence
@@ -16,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from pope_eval.errors import ConfigError, require
-from pope_eval.runinfo import LOCK_OWNER, RunLock, lock_run_dir
+from pope_eval.runinfo import LOCK_OWNER, RunLock, lock_run_dir, open_run_dir
 from pope_train.backends.trl.eval import EvalPlan, eval_callback, plan_evaluation
 from pope_train.backends.trl.metrics import MetricsWriter, batch_stats, plot_metrics, step_record
 from pope_train.backends.trl.options import TrlOptions, part
+from pope_train.backends.trl.resume import (
+    RunFolder,
+    cut_records,
+    fingerprint,
+    has_results,
+    inspect_folder,
+    load_scheme_state,
+    resume_callback,
+)
 from pope_train.backends.trl.sft import SFT_DIR, SftProgress, run_sft
 from pope_train.backends.trl.trainer import check_trl_seam, guided_trainer_class
 from pope_train.data import check_data_file, check_inputs, check_same_schema, export_train_files
@@ -85,6 +93,8 @@ class TrlPlan:
     # The run's guidance scheme (pope_train.guidance), planned: its problems read and checked;
     # None only for plans made without one (tests of other parts).
     scheme: GuidanceScheme | None = None
+    # What --out holds (pope_train.backends.trl.resume): a new run, one to resume, a finished one.
+    folder: RunFolder | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary (the CLI's --dry-run, run_config.json)."""
@@ -141,13 +151,11 @@ def _hard_ids(cfg: TrlConfig, files: Sequence[str]) -> frozenset[str]:
     return frozenset(hard)
 
 
-def _refuse_finished_run(path: Path) -> None:
-    if (path / "metrics.jsonl").exists():
-        raise ConfigError(f"out: {path} already holds a run (metrics.jsonl); choose a new --out")
-
-
-def _check_out_dir(path: Path) -> None:
-    """--out can take this run: not a file, no run in progress there (named), none finished."""
+def _check_out_dir(cfg: TrlConfig) -> RunFolder:
+    """--out can take this run: not a file, no run in progress there (named), no run of another
+    config (refused with the changed fields); what it holds: nothing, a run to resume from its
+    last checkpoint, or this run finished."""
+    path = Path(cfg.out_dir)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"out: {path} exists and is not a folder")
     if (path / LOCK_OWNER).exists():
@@ -155,7 +163,7 @@ def _check_out_dir(path: Path) -> None:
         # clears a dead one's owner file.
         with RunLock(path, RUN_LOCK):
             pass
-    _refuse_finished_run(path)
+    return inspect_folder(path, fingerprint(cfg), cfg.max_steps)
 
 
 def rollout_engine(choice: str, *, on_gpu: bool, vllm_installed: bool) -> str:
@@ -206,8 +214,10 @@ def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool,
         gradient_accumulation_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        # Checkpoints are plain model folders (weights, config, tokenizer) for pope-eval/pope-data.
-        save_only_model=True,
+        # Checkpoints are model folders (weights, config, tokenizer) pope-eval and pope-data
+        # load, with the optimizer, scheduler and RNG states a rerun resumes from
+        # (pope_train.backends.trl.resume).
+        save_only_model=False,
         **_common_settings(on_gpu),
     )
     return settings
@@ -259,7 +269,7 @@ def plan_trl(cfg: TrlConfig) -> TrlPlan:
     check_trl_seam()
     from pope_eval.models import resolve_model
 
-    _check_out_dir(Path(cfg.out_dir))
+    folder = _check_out_dir(cfg)
     files = _train_files(cfg)
     _check_enough_rows(cfg, files)
     hard = _hard_ids(cfg, files)
@@ -278,7 +288,8 @@ def plan_trl(cfg: TrlConfig) -> TrlPlan:
                                                                         cfg.sft_data)
     return TrlPlan(config=cfg, train_files=tuple(files), hard_ids=hard, model_path=model_path,
                    grpo=grpo, evaluation=plan_evaluation(cfg, files, hard, grpo), sft=sft,
-                   sft_data=data, scheme=plan_scheme(cfg, hard, grpo, model_path))
+                   sft_data=data, scheme=plan_scheme(cfg, hard, grpo, model_path),
+                   folder=folder)
 
 
 def plan_scheme(cfg: TrlConfig, hard_ids: frozenset[str], grpo: Mapping[str, Any],
@@ -336,6 +347,7 @@ class TrlResult:
     rows_graded: dict[str, int]
     steps: int
     sft_model: Path | None = None  # DIR/sft/final, the model GRPO started from (SFT configs)
+    folder: RunFolder | None = None  # what DIR held before: a run resumed, or finished already
 
 
 StepProgress = Callable[[dict[str, Any], int], None]  # (metrics record, max_steps)
@@ -376,17 +388,34 @@ def train(plan: TrlPlan, progress: StepProgress | None = None,
           note: Callable[[str], None] | None = None) -> TrlResult:
     """Run GRPO (after the SFT stage, for configs with one: DIR/sft/) holding the lock on DIR
     (`--out`) for the whole run, so a second run into DIR fails at once naming this one; write
-    DIR/metrics.jsonl, metrics.png, checkpoint-N/, final/."""
+    DIR/metrics.jsonl, metrics.png, checkpoint-N/, final/. A DIR holding an unfinished run of
+    the same config resumes from its last checkpoint; one holding it finished is left as it is
+    (the result says so)."""
     require("trl", "trl")
     cfg = plan.config
     out = Path(cfg.out_dir)
     with lock_run_dir(out, RUN_LOCK):
         # Checked again under the lock: another run may have used the folder since the plan.
-        _refuse_finished_run(out)
-        return _train(plan, out, progress, sft_progress, note)
+        folder = inspect_folder(out, fingerprint(cfg), cfg.max_steps)
+        if folder.finished:
+            metrics = out / "metrics.jsonl"
+            return TrlResult(out_dir=out, final_model=out / "final",
+                             checkpoints=_checkpoints(out), metrics=metrics,
+                             plot=out / "metrics.png" if (out / "metrics.png").exists() else None,
+                             rows_graded={}, steps=folder.step, folder=folder,
+                             sft_model=_sft_final(out) if plan.sft_data is not None else None)
+        return _train(plan, out, folder, progress, sft_progress, note)
 
 
-def _train(plan: TrlPlan, out: Path, progress: StepProgress | None,
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def _sft_final(out: Path) -> Path:
+    return out / SFT_DIR / "final"
+
+
+def _train(plan: TrlPlan, out: Path, folder: RunFolder, progress: StepProgress | None,
            sft_progress: SftProgress | None,
            note: Callable[[str], None] | None = None) -> TrlResult:
     import datasets
@@ -394,20 +423,33 @@ def _train(plan: TrlPlan, out: Path, progress: StepProgress | None,
     from trl import GRPOConfig
 
     cfg = plan.config
-    (out / "run_config.json").write_text(
-        json.dumps({**plan.describe(), "versions": _versions()}, indent=2) + "\n")
+    # The compared config is the fingerprint; the rest of the plan is recorded beside it.
+    record = {k: v for k, v in plan.describe().items() if k != "config"}
+    open_run_dir(out, fingerprint(cfg), has_results=has_results,
+                 extra={**record, "versions": _versions()})
+    cut_records(out, folder.step)
+    if folder.checkpoint is not None:
+        log.info("resuming %s from %s (step %d)", out, folder.checkpoint, folder.step)
     dataset = datasets.load_dataset("parquet", data_files=list(plan.train_files), split="train")
     writer = MetricsWriter(out / "metrics.jsonl")
     reward = PopeReward(plan.hard_ids)
-    sft_model = (run_sft(plan.sft, plan.sft_data, plan.model_path, sft_progress)
-                 if plan.sft_data is not None else None)
+    sft_model = None
+    if plan.sft_data is not None:
+        done = _sft_final(out)
+        if (done / "config.json").is_file() and (done / "model.safetensors").is_file():
+            sft_model = done  # the SFT stage finished before the interruption
+        else:
+            (out / SFT_DIR / "metrics.jsonl").unlink(missing_ok=True)
+            sft_model = run_sft(plan.sft, plan.sft_data, plan.model_path, sft_progress)
     scheme = plan.scheme or plan_scheme(cfg, plan.hard_ids, plan.grpo, plan.model_path)
+    if folder.checkpoint is not None:
+        load_scheme_state(scheme, folder.checkpoint)
     trainer = guided_trainer_class()(
         model=str(sft_model or plan.model_path),
         reward_funcs=reward,
         args=GRPOConfig(**plan.grpo),
         train_dataset=dataset,
-        callbacks=[_callback(writer, progress),
+        callbacks=[_callback(writer, progress), resume_callback(scheme),
                    *([eval_callback(plan.evaluation, writer.write)] if plan.evaluation else [])],
         scheme=scheme,
         pope_run={"out_dir": out, "write": writer.write, "say": note or (lambda line: None)},
@@ -415,11 +457,11 @@ def _train(plan: TrlPlan, out: Path, progress: StepProgress | None,
     # disable_tqdm makes Trainer print every log dict; the CLI owns the console.
     trainer.remove_callback(PrinterCallback)
     log.info("TRL GRPO: %s on %d rows, %d steps", cfg.config, len(dataset), cfg.max_steps)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(folder.checkpoint) if folder.checkpoint else None)
     final = out / "final"
     trainer.save_model(str(final))
-    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = _checkpoints(out)
     plot = plot_metrics(writer.path, out / "metrics.png") if writer.path.exists() else None
     return TrlResult(out_dir=out, final_model=final, checkpoints=checkpoints, metrics=writer.path,
                      plot=plot, rows_graded=dict(reward.rows_graded),
-                     steps=trainer.state.global_step, sft_model=sft_model)
+                     steps=trainer.state.global_step, sft_model=sft_model, folder=folder)

@@ -215,7 +215,8 @@ def eval_callback(plan: EvalPlan, write: Callable[[dict[str, Any]], None]) -> An
 
         def on_train_begin(self, args, state, control, model=None, processing_class=None,
                            **kwargs):
-            self._evaluate(state.global_step, model, processing_class)
+            if state.global_step == 0:  # a resumed run evaluated its start before
+                self._evaluate(state.global_step, model, processing_class)
 
         def on_step_end(self, args, state, control, model=None, processing_class=None,
                         **kwargs):
