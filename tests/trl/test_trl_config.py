@@ -55,7 +55,8 @@ def test_grpo_settings_follow_the_paper(name, tmp_path):
     assert s["entropy_coef"] == (0.001 if name == "entropy_bonus" else 0.0)
     assert s.get("epsilon_high") == (0.28 if name == "clip_higher" else None)
     assert s["per_device_train_batch_size"] == cfg.prompts_per_step * 8
-    assert s["save_only_model"] and not s["bf16"] and s["use_cpu"]
+    # Checkpoints keep the optimizer, scheduler and RNG states: a rerun resumes from them.
+    assert not s["save_only_model"] and not s["bf16"] and s["use_cpu"]
     assert s["learning_rate"] == PAPER_SETTINGS["learning_rate"]
     # The settings build a real GRPOConfig (TRL's own validation).
     from trl import GRPOConfig
