@@ -69,6 +69,7 @@ class GradedStream:
         self._golds: dict[Any, str] = {}
         self._in_engine = 0  # samples submitted to the engine, not yet returned
         self._grading: set[Future] = set()
+        self._to_grade: list[tuple[Any, GenerationResult]] = []  # finished, not yet grading
         self._graded: queue.SimpleQueue = queue.SimpleQueue()
         self._mark: float | None = None
 
@@ -99,15 +100,18 @@ class GradedStream:
         try:
             while self._golds:
                 self._fill(stream)
-                if not (stream.in_flight or self._grading):
+                self._dispatch(pool)
+                if not (stream.in_flight or self._grading or self._to_grade):
                     raise RuntimeError(f"GradedStream: {len(self._golds)} requests neither "
                                        "generating nor grading")
                 if stream.in_flight:
-                    timeout = POLL_WHILE_GRADING_S if self._grading else POLL_IDLE_S
+                    timeout = POLL_WHILE_GRADING_S if (self._grading or self._to_grade) \
+                        else POLL_IDLE_S
                     finished = stream.poll(timeout)
                     self._tick()
                     if finished:
-                        self._grade(pool, finished)
+                        self._finished(finished)
+                        self._dispatch(pool)
                 else:
                     self._wait_graded(POLL_IDLE_S)
                 ready = self._collect()
@@ -137,12 +141,20 @@ class GradedStream:
             self.stats.seconds += dt
         self._mark = now
 
-    def _grade(self, pool: ThreadPoolExecutor, finished: list[tuple[Any, GenerationResult]]) -> None:
+    def _finished(self, finished: list[tuple[Any, GenerationResult]]) -> None:
         for _, res in finished:
             self._in_engine -= res.request.n
             self.stats.requests += 1
             self.stats.samples += len(res.samples)
             self.stats.generated_tokens += res.generated_tokens
+        self._to_grade.extend(finished)
+
+    def _dispatch(self, pool: ThreadPoolExecutor) -> None:
+        """Hand everything finished so far to a free grading thread as one call: a grading call
+        costs a round trip to the workers, so under load the calls grow instead of queueing."""
+        if not self._to_grade or len(self._grading) >= max(1, self.grading_threads):
+            return
+        finished, self._to_grade = self._to_grade, []
         golds = [self._golds[key] for key, _ in finished]
         if self.grading_threads == 0:
             fut: Future = Future()
