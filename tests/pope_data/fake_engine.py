@@ -62,7 +62,7 @@ class SeededScriptedEngine(ScriptedEngine):
             m = re.search(r"<partial_solution>\n(.*)\n</partial_solution>", user, re.DOTALL)
             shown = len(m.group(1).splitlines()) if m else 0
             samples = []
-            for j, s in enumerate(res.samples):
+            for j, _s in enumerate(res.samples):
                 lucky = sample_seed(0, r.seed, r.sample_offset + j) % 2 == 0
                 ok = shown >= self.need[problem] + 1 or (shown >= self.need[problem] and lucky)
                 samples.append(Sample(f"\\boxed{{{self.answers[problem] if ok else -1}}}",
