@@ -6,13 +6,11 @@ Registered as `istar_ratio`: "minimal" (pope) and "fixed share" (fixed_ratio) at
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from pope_eval.errors import ConfigError
 from pope_eval.options import option
-from pope_train.guidance.base import GuidanceScheme, Row
+from pope_train.guidance.ratio import Ratio
 from pope_train.guidance.table import ratio_at, ratio_prefix
 
 
@@ -38,9 +36,9 @@ class IstarRatioOptions:
         _parse(",".join(map(str, self.istar_schedule)))
 
 
-class IstarRatio(GuidanceScheme):
+class IstarRatio(Ratio):
     """Phase j shows the longest prefix within istar_schedule[j] x (i*'s share of the
-    solution); phase 1 is i* exactly."""
+    solution); phase 1 is i* exactly. Rows are rendered as Ratio's, from this `prefix_at`."""
 
     name = "istar_ratio"
     summary = "phase 1 at each problem's i*, then fixed multiples of its share (--istar-schedule)"
@@ -53,10 +51,3 @@ class IstarRatio(GuidanceScheme):
             return p.start
         return min(p.start, ratio_prefix(p.segmentation, m * p.segmentation.fraction(p.start)))
 
-    def rows(self, rows: Sequence[Mapping[str, Any]], step: int) -> list[Row]:
-        out = []
-        for r in rows:
-            pid = (r.get("extra_info") or {}).get("problem_id")
-            out.append(self.table.render(r, self.prefix_at(pid, step)) if pid in self.problems
-                       else dict(r))
-        return out
