@@ -136,8 +136,14 @@ def decontaminate_cmd(
     )
     from pope_data.sources import load_problems
     from pope_eval.datafiles import Quarantine
+    from pope_eval.errors import ConfigError
 
     with handle_errors():
+        # The flags are checked before any file is read or written, and named as typed.
+        if ngram < 1:
+            raise ConfigError(f"--ngram: must be an integer >= 1, got {ngram}")
+        if not 0 < threshold <= 1:  # NaN fails this too
+            raise ConfigError(f"--threshold: must be a number in (0, 1], got {threshold}")
         q = Quarantine()
         problems = load_problems("generic", path=path, columns=columns, quarantine=q)
         eval_sets, not_checked = load_eval_sets(against or DEFAULT_EVAL_SETS, option="--against")

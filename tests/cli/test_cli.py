@@ -79,3 +79,16 @@ def test_decontaminate_command_on_a_planted_problem(tmp_path):
     kept = (tmp_path / "d" / "kept.jsonl").read_text().splitlines()
     assert len(kept) == 1 and "2+2" in kept[0]
     assert aime["id"] in text(res)
+
+
+@pytest.mark.parametrize("flag,value", [("--threshold", "nan"), ("--threshold", "0"),
+                                        ("--threshold", "1.5"), ("--ngram", "0")])
+def test_decontaminate_refuses_bad_flags_by_their_names(tmp_path, flag, value):
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"problem": "Compute 2+2.", "answer": "4"}) + "\n")
+    res = runner.invoke(data_app, ["decontaminate", str(train), "--against",
+                                   str(bundled_file("aime2025")), flag, value, "--out",
+                                   str(tmp_path / "d")])
+    assert res.exit_code == 2
+    assert f"{flag}: must be" in text(res) and "decontaminate." not in text(res)
+    assert not (tmp_path / "d").exists()
