@@ -23,7 +23,8 @@ Every stage runs through pope's own command line, as a user would type it:
 
 Runs go `--jobs` at a time, each on one thread (two torch processes of two threads each on a
 2-core machine spin-wait). A finished stage is skipped when the script is run again with the same
-DIR, so a crash loses only the runs in flight. `--model` takes any model pope loads (a Hub id on a
+DIR, and a training run cut short resumes from its last checkpoint (`--save-every`), so a crash
+loses at most that many steps of each run in flight. `--model` takes any model pope loads (a Hub id on a
 GPU machine) with the task options unchanged.
 """
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import time
@@ -125,6 +125,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--learning-rate", type=float_in("--learning-rate", 0.0, open_low=True),
                     default=1e-4)
     ap.add_argument("--eval-every", type=int_at_least("--eval-every", 1), default=10)
+    ap.add_argument("--save-every", type=int_at_least("--save-every", 1), default=25,
+                    help="checkpoint every N steps: an interrupted run resumes from its last "
+                         "(pope-train's own resume; results equal an uninterrupted run's)")
     ap.add_argument("--eval-samples", type=int_at_least("--eval-samples", 1), default=32)
     ap.add_argument("--passk-samples", type=int_at_least("--passk-samples", 1), default=32,
                     help="pope-eval samples per problem")
@@ -223,8 +226,8 @@ def train(args: argparse.Namespace, recipe: str, model: str, build_dir: Path, de
           seed: int) -> Path:
     if _trained(dest):
         return dest
-    if dest.exists():  # a run that died: start it again
-        shutil.rmtree(dest)
+    # A run that died is run again with the same command: pope-train resumes it from its last
+    # complete checkpoint (or from step 0 if it saved none), cutting the records past it.
     run_logged([cli("pope-train"), "run", recipe, "--backend", "trl", "--model", model,
          "--export", str(build_dir / "export"), "--out", str(dest),
          "--max-steps", str(args.steps), "--seed", str(seed),
@@ -232,7 +235,7 @@ def train(args: argparse.Namespace, recipe: str, model: str, build_dir: Path, de
          "--num-generations", str(args.num_generations),
          "--max-completion-length", str(args.max_tokens),
          "--learning-rate", str(args.learning_rate), "--temperature", str(args.temperature),
-         "--save-steps", str(args.steps), "--eval-every", str(args.eval_every),
+         "--save-steps", str(min(args.save_every, args.steps)), "--eval-every", str(args.eval_every),
          "--eval-samples", str(args.eval_samples),
          *(["--refresh-every", str(args.refresh_every), "--refresh-n", str(args.refresh_n)]
            if recipe == "pope_online" else [])], dest.parent / f"{dest.name}.log", threads=1)
