@@ -278,6 +278,19 @@ def run_tokens(rows: list[dict], rollouts: int) -> dict:
             "at_eval": at}
 
 
+# The zero-advantage accounting every run logs (pope_train.backends.trl.metrics): field, column.
+ZERO_ADVANTAGE = (("zero_spread_guided", "guided groups"), ("zero_spread_unguided",
+                  "unguided groups"), ("zero_spread_all_correct", "all correct"),
+                  ("zero_spread_all_wrong", "all wrong"),
+                  ("zero_gradient_tokens", "rollout tokens with no gradient"))
+
+
+def run_mean(rows: list[dict], key: str) -> float | None:
+    """The mean of a step metric over one run's step records, None where it is not logged."""
+    vals = [x[key] for x in rows if "step" in x and x.get(key) is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
 def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
     """One arm over its runs (keyed "t<task seed>-s<training seed>"): S curves, rewards, tokens,
     refreshes with their spread, and `per_run`, each run's values of the hypotheses' metrics."""
@@ -309,8 +322,11 @@ def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
     refreshes = [[x for x in rows if "refresh_step" in x] for rows in per_seed]
     final_s = [e[-1]["eval_solvable"] for e in evals]
     per_run = {k: {"final_S": s, "guidance_tokens": float(t["guidance"]),
-                   "total_tokens": float(t["total"]), "S_per_mtok": s / t["total"] * 1e6}
-               for k, s, t in zip(keys, final_s, tokens)}
+                   "total_tokens": float(t["total"]), "S_per_mtok": s / t["total"] * 1e6,
+                   # each zero-advantage share, the mean over the run's steps (where logged)
+                   **{key: v for key in ("zero_spread_groups", *(f for f, _ in ZERO_ADVANTAGE))
+                      if (v := run_mean(rows, key)) is not None}}
+               for k, s, t, rows in zip(keys, final_s, tokens, per_seed)}
     return {"arm": arm, "curve": curve, "per_run": per_run,
             "reward_guided": mean_of("reward_guided"),
             "reward_unguided": mean_of("reward_unguided"),
@@ -318,6 +334,7 @@ def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
             "hinted_groups": mean_of("hinted_groups"),
             # share of a step's groups whose rewards are all equal (zero advantage), where logged
             "zero_spread_groups": mean_of("zero_spread_groups"),
+            **{key: mean_of(key) for key, _ in ZERO_ADVANTAGE},
             "steps_with_guided_reward": steps_with_guided_reward,
             "rollout_tokens": [t["rollout"] for t in tokens],
             "refresh_tokens": [t["refresh"] for t in tokens],
@@ -487,6 +504,14 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"| base | | | | {fmt_spread(passk['base'][kmax], 2)} "
                  f"| {fmt_spread(passk['base']['1'])} | {fmt_spread(passk['base'][kmax])} "
                  "| | | | | | | | |")
+    lines += ["", "Zero advantage, mean per step: the share of groups whose rewards are all equal "
+              "(no gradient), among all, guided and unguided groups, split all correct / all "
+              "wrong (shares of all groups), and the share of rollout tokens with advantage 0.",
+              "", "| arm | all groups | " + " | ".join(c for _, c in ZERO_ADVANTAGE) + " |",
+              "|---|" + "---:|" * (1 + len(ZERO_ADVANTAGE))]
+    for arm, s in summaries.items():
+        lines.append(f"| {arm} | {fmt_spread(s['zero_spread_groups'], 2)} | " + " | ".join(
+            fmt_spread(s[key], 2) for key, _ in ZERO_ADVANTAGE) + " |")
     online = [(arm, s["refreshes"]) for arm, s in summaries.items() if any(s["refreshes"])]
     for arm, per_seed in online:
         lines += ["", f"{arm} refreshes (step: prefix histogram, graduated, tokens), per run:"]
