@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import queue
 import random
@@ -178,7 +179,7 @@ class OpenAIEngine(Engine):
         )
 
     async def _post(self, client, url: str, r: GenerationRequest) -> GenerationResult:
-        import httpx
+        import aiohttp
 
         sp = r.sampling
         body: dict[str, Any] = {
@@ -200,22 +201,21 @@ class OpenAIEngine(Engine):
         else:
             path, body["messages"] = "/chat/completions", list(r.messages)
         try:
-            resp = await self._wait_reply(client.post(url + path, json=body), url)
-        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            status, text = await self._wait_reply(_fetch(client, url + path, body), url)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc or 'no reply'}") from exc
-        if resp.status_code >= 500 or resp.status_code in _RETRY_STATUS:
-            raise _Retryable(f"HTTP {resp.status_code}: {resp.text[:200]}")
-        if resp.status_code >= 400:
-            raise EngineError(f"openai engine: {url}{path} answered HTTP {resp.status_code}: "
-                              f"{resp.text[:500]}")
+        if status >= 500 or status in _RETRY_STATUS:
+            raise _Retryable(f"HTTP {status}: {text[:200]}")
+        if status >= 400:
+            raise EngineError(f"openai engine: {url}{path} answered HTTP {status}: "
+                              f"{text[:500]}")
         try:
-            data = resp.json()
+            data = json.loads(text)
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _Retryable(f"malformed reply from {url}{path}: {exc}") from exc
         return GenerationResult(request=r, samples=_samples(choices, data.get("usage") or {}),
                                 prompt_tokens=(data.get("usage") or {}).get("prompt_tokens"))
-
 
     async def _wait_reply(self, coro, url: str):
         """Await a reply, warning every WAIT_WARN_S while a server keeps the request open (a
@@ -282,13 +282,17 @@ class _OpenAIStream(EngineStream):
             self._open(), self._loop).result()
 
     async def _open(self):
-        import httpx
+        import aiohttp
 
         e = self.engine
         headers = {"Authorization": f"Bearer {e.api_key}"} if e.api_key else {}
-        limits = httpx.Limits(max_connections=e.concurrency * len(e.endpoints))
-        client = httpx.AsyncClient(headers=headers, limits=limits,
-                                   timeout=httpx.Timeout(e.request_timeout))
+        # aiohttp, not httpx: httpx's pool walks every connection (a socket query each) at each
+        # request's start and end, ~25 ms of CPU per request with 64 open (bench/RESULTS.md,
+        # "Streaming service"); aiohttp's connector hands out an idle connection in O(1).
+        connector = aiohttp.TCPConnector(limit=e.concurrency * len(e.endpoints),
+                                         limit_per_host=0)
+        client = aiohttp.ClientSession(headers=headers, connector=connector,
+                                       timeout=aiohttp.ClientTimeout(total=e.request_timeout))
         return client, _Slots(e.endpoints, e.concurrency)
 
     @property
@@ -342,7 +346,7 @@ class _OpenAIStream(EngineStream):
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._client.aclose()
+            await self._client.close()
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=30)
@@ -350,6 +354,13 @@ class _OpenAIStream(EngineStream):
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
             self._loop.close()
+
+
+async def _fetch(client, url: str, body: dict[str, Any]) -> tuple[int, str]:
+    """POST `body` as JSON; the reply's status and text, read whole (the connection goes back to
+    the pool on return)."""
+    async with client.post(url, json=body) as resp:
+        return resp.status, (await resp.read()).decode("utf-8", errors="replace")
 
 
 def _samples(choices: list[dict[str, Any]], usage: dict[str, Any]) -> tuple[Sample, ...]:
