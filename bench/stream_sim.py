@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pope_eval.stream as stream_module  # noqa: E402
 from pope_data.journal import Journal  # noqa: E402
 from pope_data.records import Problem  # noqa: E402
-from pope_data.search import make_strategy  # noqa: E402
+from pope_data.search import DEFAULT_WAVE_SIZE, make_strategy  # noqa: E402
 from pope_data.segments import Segmentation  # noqa: E402
 from pope_data.service import SearchService, SearchTask  # noqa: E402
 from pope_eval.engines.base import (  # noqa: E402
@@ -194,7 +194,8 @@ def fast_grade(results, golds, *, timeout: float = 5.0) -> list[GradedResult]:
             for r in results]
 
 
-def _tasks(stage: str, count: int, need: dict[str, int]) -> list[SearchTask]:
+def _tasks(stage: str, count: int, need: dict[str, int],
+           search_wave: int | None = None) -> list[SearchTask]:
     text = "\n".join(f"Step {i}: work." for i in range(1, SEGMENTS + 1))
     ends = tuple(text.index(f"Step {i + 1}") - 1 if i < SEGMENTS else len(text)
                  for i in range(1, SEGMENTS + 1))
@@ -209,14 +210,15 @@ def _tasks(stage: str, count: int, need: dict[str, int]) -> list[SearchTask]:
             tasks.append(SearchTask(problem, strategy))
         else:
             strategy = make_strategy("bisect-seq", problem_id=pid, min_prefix=1,
-                                     max_prefix=SEGMENTS, n=8)
+                                     max_prefix=SEGMENTS, n=8, wave_size=search_wave)
             tasks.append(SearchTask(problem, strategy, seg))
     return tasks
 
 
-def run(stage: str, slots: int, mode: str, problems: int) -> dict[str, Any]:
+def run(stage: str, slots: int, mode: str, problems: int,
+        search_wave: int | None = None) -> dict[str, Any]:
     need: dict[str, int] = {}
-    tasks = _tasks(stage, problems, need)
+    tasks = _tasks(stage, problems, need, search_wave)
     streaming = mode.startswith("stream")
     # batch: the old driver, 256 samples per call (the default) or 16x the slots; streaming: a
     # window of 1, 2 or 4 times the slots (past the slots, requests wait in the engine's queue).
@@ -236,6 +238,8 @@ def run(stage: str, slots: int, mode: str, problems: int) -> dict[str, Any]:
         "utilisation": round(engine.busy / (slots * engine.clock), 4),
         "sim_steps": round(engine.clock), "probes": probes,
         "samples": sum(r.samples for r in results.values()),
+        "tokens": round(engine.busy),
+        "search_wave": (search_wave or DEFAULT_WAVE_SIZE) if stage == "search" else None,
         "driver_cpu_us_per_probe": round(1e6 * cpu / probes, 1),
         "wall_s": round(wall, 2),
         "verdicts": sum(r.fallback for r in results.values()),
@@ -249,25 +253,32 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", nargs="+", default=["batch-256", "batch-16x", "stream-4x"])
     ap.add_argument("--per-slot", type=float, default=1.0,
                     help="problems per slot (at least 512; half that at 16,384 slots)")
+    ap.add_argument("--search-wave", type=int, nargs="+", default=[None],
+                    help=f"samples per wave of the search's probes (bisect-seq, n = 8; default "
+                         f"{DEFAULT_WAVE_SIZE}); several values run side by side")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     stream_module.grade_results = fast_grade
     rows = []
-    print("| stage | slots | driver | window | problems | utilisation | driver CPU/probe (us) "
-          "| wall s |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("| stage | slots | driver | search wave | window | problems | utilisation | samples | "
+          "tokens | driver CPU/probe (us) | wall s |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for stage in args.stages:
         for slots in args.slots:
             per = args.per_slot * (0.5 if slots >= 16384 else 1)
             problems = max(512, int(slots * per))
             verdicts = set()
-            for mode in args.modes:
-                r = run(stage, slots, mode, problems)
-                rows.append(r)
-                verdicts.add(r["verdicts"])
-                print(f"| {stage} | {slots} | {mode} | {r['window']} | {problems} | "
-                      f"{r['utilisation']:.3f} | {r['driver_cpu_us_per_probe']} | "
-                      f"{r['wall_s']} |", flush=True)
+            for wave in args.search_wave if stage == "search" else [None]:
+                for mode in args.modes:
+                    r = run(stage, slots, mode, problems, wave)
+                    rows.append(r)
+                    verdicts.add(r["verdicts"])
+                    print(f"| {stage} | {slots} | {mode} | {r['search_wave'] or '-'} | "
+                          f"{r['window']} | {problems} | {r['utilisation']:.3f} | "
+                          f"{r['samples']} | {r['tokens']} | {r['driver_cpu_us_per_probe']} | "
+                          f"{r['wall_s']} |", flush=True)
+            # Sample j of a prefix is the same sample whatever the driver or the wave size, so
+            # the fallbacks (and every i*) are the same in every row of a stage and size.
             assert len(verdicts) == 1, f"verdicts differ between drivers: {verdicts}"
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
