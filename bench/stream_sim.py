@@ -223,7 +223,8 @@ def run(stage: str, slots: int, mode: str, problems: int,
     # batch: the old driver, 256 samples per call (the default) or 16x the slots; streaming: a
     # window of 1, 2 or 4 times the slots (past the slots, requests wait in the engine's queue).
     window = {"batch-256": 256, "batch-16x": 16 * slots, "stream-1x": slots,
-              "stream-2x": 2 * slots, "stream-4x": 4 * slots}[mode]
+              "stream-2x": 2 * slots, "stream-4x": 4 * slots,
+              "stream-8x": 8 * slots, "stream-16x": 16 * slots}[mode]
     engine = SimEngine(model="sim", slots=slots, streaming=streaming, need=need)
     with tempfile.TemporaryDirectory() as tmp:
         journal = Journal.open(Path(tmp) / "j.sqlite", {})
@@ -261,8 +262,8 @@ def main(argv=None) -> int:
     stream_module.grade_results = fast_grade
     rows = []
     print("| stage | slots | driver | search wave | window | problems | utilisation | samples | "
-          "tokens | driver CPU/probe (us) | wall s |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "tokens | engine steps | driver CPU/probe (us) | wall s |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for stage in args.stages:
         for slots in args.slots:
             per = args.per_slot * (0.5 if slots >= 16384 else 1)
@@ -275,7 +276,8 @@ def main(argv=None) -> int:
                     verdicts.add(r["verdicts"])
                     print(f"| {stage} | {slots} | {mode} | {r['search_wave'] or '-'} | "
                           f"{r['window']} | {problems} | {r['utilisation']:.3f} | "
-                          f"{r['samples']} | {r['tokens']} | {r['driver_cpu_us_per_probe']} | "
+                          f"{r['samples']} | {r['tokens']} | {r['sim_steps']} | "
+                          f"{r['driver_cpu_us_per_probe']} | "
                           f"{r['wall_s']} |", flush=True)
             # Sample j of a prefix is the same sample whatever the driver or the wave size, so
             # the fallbacks (and every i*) are the same in every row of a stage and size.
