@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -244,6 +245,12 @@ def run_cmd(
     """Check data, model and backend, then train CONFIG with verl (default) or TRL."""
     setup_logging(verbose)
     with handle_errors():
+        launched = os.environ.get("WORLD_SIZE", "1")
+        if launched.isdigit() and int(launched) > 1:
+            # Every process would check and lock --out; pope-train starts its own processes.
+            raise ConfigError(f"--processes: pope-train run was started by a launcher "
+                              f"(WORLD_SIZE={launched}); run it plainly with --backend trl "
+                              f"--processes {launched}: it starts the training processes itself")
         chosen = BACKENDS[backend]  # options of the others are refused (_backend_options)
         recipe = RECIPES[config]
         _refuse_sft_options(ctx, recipe)

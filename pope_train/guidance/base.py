@@ -54,8 +54,9 @@ class Runtime:
     """What a scheme gets when training starts: the run folder, the group size (rollouts per
     prompt), a token counter (the policy's tokenizer), `write` (one metrics.jsonl record) and
     `say` (one console line). With several training processes each has its own scheme: `main`
-    is True in one of them (the one that writes files), and `share(value)` returns the main
-    process's `value` in every process (a collective: all call it together)."""
+    is True in one of them (the one that writes files), `share(value)` returns the main
+    process's `value` in every process and `gather(value)` every process's `value`, in process
+    order (collectives: all processes call them together, the same number of times)."""
 
     out_dir: Path
     group: int
@@ -64,6 +65,7 @@ class Runtime:
     say: Callable[[str], None]
     main: bool = True
     share: Callable[[Any], Any] = lambda value: value
+    gather: Callable[[Any], list[Any]] = lambda value: [value]
 
 
 class GuidanceScheme:
@@ -73,6 +75,10 @@ class GuidanceScheme:
     generation and grading, `regenerate` until it names no group (each named group is generated
     again and replaces the old one in the batch), `observe` (the step's final rows and scores;
     what it returns is logged with the step), then after the optimizer step `after_step`.
+    With several training processes each has its own scheme: `rows` and `regenerate` see that
+    process's share of the batch, `observe` the whole step's (every process's, in order), so
+    a scheme that changes its state there changes it alike everywhere; the trainer checks
+    after every step that every process's `state()` is the same.
     `state()` / `load_state(state)` carry what changes during training (JSON-ready), so a resumed
     run continues where it stopped. Nothing here knows TRL.
     """

@@ -40,10 +40,10 @@ class Ghpo(GuidanceScheme):
         super().start(run)
         self.hints = GroupHints(self.opts.ghpo_ratios, self.table)
         self.hint_log = run.out_dir / GUIDANCE_DIR / "hints.jsonl"
-        self.hinted = self.rounds = 0
+        self.pending: list[tuple[int, list[dict[str, Any]]]] = []  # (round, groups) this step
 
     def rows(self, rows: Sequence[Mapping[str, Any]], step: int) -> list[Row]:
-        self.hinted = self.rounds = 0
+        self.pending = []
         return [dict(r) for r in rows]
 
     def regenerate(self, rows: Sequence[Mapping[str, Any]], scores: Sequence[float],
@@ -55,17 +55,25 @@ class Ghpo(GuidanceScheme):
         if not failed:
             return {}
         ratio = self.hints.ratios[round]
-        self.hint_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.hint_log.open("a") as f:
-            f.write(json.dumps({"step": step + 1, "ratio": ratio, "groups": [
-                {"problem_id": rows[g * group]["extra_info"]["problem_id"],
-                 "scores_before": list(scores[g * group:(g + 1) * group])} for g in failed]})
-                    + "\n")
-        self.hinted += len(failed)
-        self.rounds += 1
+        self.pending.append((round, [
+            {"problem_id": rows[g * group]["extra_info"]["problem_id"],
+             "scores_before": list(scores[g * group:(g + 1) * group])} for g in failed]))
         return {g: [self.hints.hinted(rows[g * group + j], ratio) for j in range(group)]
                 for g in failed}
 
     def observe(self, rows: Sequence[Mapping[str, Any]], scores: Sequence[float],
                 step: int) -> dict[str, float]:
-        return {"hinted_groups": float(self.hinted), "hint_rounds": float(self.rounds)}
+        """The step's hinted groups of every process: one hints.jsonl line per round (the main
+        process writes it), counted over all processes."""
+        rounds: dict[int, list[dict[str, Any]]] = {}
+        for pending in self.run.gather(self.pending):
+            for round, groups in pending:
+                rounds.setdefault(round, []).extend(groups)
+        if self.run.main and rounds:
+            self.hint_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.hint_log.open("a") as f:
+                for round in sorted(rounds):
+                    f.write(json.dumps({"step": step + 1, "ratio": self.hints.ratios[round],
+                                        "groups": rounds[round]}) + "\n")
+        return {"hinted_groups": float(sum(len(g) for g in rounds.values())),
+                "hint_rounds": float(len(rounds))}

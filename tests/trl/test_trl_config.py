@@ -250,7 +250,7 @@ def test_trl_reads_the_export_through_its_own_loading_path(one_problem_export):
 
 def test_reward_grades_with_pope_and_logs_guided_unguided_and_solvable():
     reward = PopeReward(frozenset({"a", "b"}))
-    logged: dict[str, float] = {}
+    logged: dict[str, list[float]] = {}
     completions = [[{"role": "assistant", "content": t}] for t in
                    ["The answer is \\boxed{12}.", "It is 7.", "\\boxed{5}", "no idea"]]
     infos = [{"problem_id": "a", "guided": False}, {"problem_id": "a", "guided": False},
@@ -258,11 +258,13 @@ def test_reward_grades_with_pope_and_logs_guided_unguided_and_solvable():
     scores = reward(prompts=[[]] * 4, completions=completions,
                     reward_model=[{"ground_truth": g} for g in ["12", "12", "6", "6"]],
                     extra_info=infos, data_source=["pope/synthetic"] * 4,
-                    log_metric=logged.__setitem__, trainer_state=None)
+                    log_metric=lambda k, v: logged.setdefault(k, []).append(v),
+                    trainer_state=None)
     assert scores == [1.0, 0.0, 0.0, 0.0]
-    assert logged["pope/reward_unguided"] == pytest.approx(1 / 3)
-    assert logged["pope/reward_guided"] == 0.0
-    assert logged["pope/solvable"] == 0.5  # a has a correct rollout, b none
+    # one value per row (per problem for solvability): TRL's mean over processes is over rows
+    assert logged["pope/reward_unguided"] == [1.0, 0.0, 0.0]
+    assert logged["pope/reward_guided"] == [0.0]
+    assert logged["pope/solvable"] == [1.0, 0.0]  # a has a correct rollout, b none
     assert reward.rows_graded == {"guided": 1, "unguided": 3}
 
 

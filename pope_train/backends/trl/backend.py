@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pope_eval.errors import ConfigError, require
 from pope_eval.runinfo import LOCK_OWNER, RunLock, lock_run_dir, open_run_dir
 from pope_train.backends.trl.eval import EvalPlan, eval_callback, plan_evaluation
-from pope_train.backends.trl.metrics import MetricsWriter, batch_stats, plot_metrics, step_record
+from pope_train.backends.trl.metrics import MetricsWriter, batch_values, plot_metrics, step_record
 from pope_train.backends.trl.options import TrlOptions, part
 from pope_train.backends.trl.resume import (
     RunFolder,
@@ -76,6 +77,9 @@ class TrlConfig(TrlOptions):
         check_inputs(self.config, "trl", self.model, self.train_files, self.export_dir)
         super().__post_init__()
         self.check_scheme(self.config, RECIPES[self.config].guidance)
+        if self.processes > 1 and RECIPES[self.config].sft:
+            raise ConfigError(f"--processes: config {self.config}'s SFT stage runs in one "
+                              "process; use --processes 1")
 
 
 @dataclass(frozen=True)
@@ -209,8 +213,9 @@ def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool,
         seed=cfg.seed,
         data_seed=cfg.seed,
         max_completion_length=cfg.max_completion_length,
-        # One optimizer step = one generation of prompts_per_step prompts x num_generations rollouts.
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        # One optimizer step = one generation of prompts_per_step prompts x num_generations
+        # rollouts, split evenly over the processes (whole groups each: TrlOptions checks).
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations // cfg.processes,
         gradient_accumulation_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_steps,
@@ -220,6 +225,8 @@ def grpo_settings(cfg: TrlConfig, out_dir: str, *, on_gpu: bool,
         save_only_model=False,
         **_common_settings(on_gpu),
     )
+    if cfg.processes > 1 and not on_gpu:
+        settings["ddp_backend"] = "gloo"
     return settings
 
 
@@ -277,6 +284,9 @@ def plan_trl(cfg: TrlConfig) -> TrlPlan:
     torch = require("torch", "hf")
     _check_scheduler(cfg.lr_scheduler)
     out_dir, on_gpu = str(Path(cfg.out_dir).resolve()), torch.cuda.is_available()
+    if on_gpu and cfg.processes > torch.cuda.device_count():
+        raise ConfigError(f"--processes: {cfg.processes} processes need a GPU each; this "
+                          f"machine has {torch.cuda.device_count()}")
     grpo = grpo_settings(cfg, out_dir, on_gpu=on_gpu,
                          vllm_installed=importlib.util.find_spec("vllm") is not None)
     sft = data = None
@@ -330,8 +340,11 @@ class PopeReward:
         for r in results:
             self.rows_graded["guided" if r["guided"] else "unguided"] += 1
         if log_metric is not None:
-            for key, value in batch_stats(scores, extra_info, self.hard_ids).items():
-                log_metric(key, value)
+            # One value per row (per problem for solvability): TRL averages every value logged
+            # in a step over all processes, so the step's mean is over all rows.
+            for key, values in batch_values(scores, extra_info, self.hard_ids).items():
+                for value in values:
+                    log_metric(key, value)
         return scores
 
 
@@ -390,7 +403,8 @@ def train(plan: TrlPlan, progress: StepProgress | None = None,
     (`--out`) for the whole run, so a second run into DIR fails at once naming this one; write
     DIR/metrics.jsonl, metrics.png, checkpoint-N/, final/. A DIR holding an unfinished run of
     the same config resumes from its last checkpoint; one holding it finished is left as it is
-    (the result says so)."""
+    (the result says so). With --processes N > 1 this process keeps the lock and prepares DIR,
+    then starts N training processes (pope_train.backends.trl.launch) and reports theirs."""
     require("trl", "trl")
     cfg = plan.config
     out = Path(cfg.out_dir)
@@ -404,7 +418,12 @@ def train(plan: TrlPlan, progress: StepProgress | None = None,
                              plot=out / "metrics.png" if (out / "metrics.png").exists() else None,
                              rows_graded={}, steps=folder.step, folder=folder,
                              sft_model=_sft_final(out) if plan.sft_data is not None else None)
-        return _train(plan, out, folder, progress, sft_progress, note)
+        _prepare(plan, out, folder)
+        if cfg.processes > 1:
+            from pope_train.backends.trl.launch import run_processes
+
+            return run_processes(replace(plan, folder=folder), progress, note)
+        return run(plan, folder, progress, sft_progress, note)
 
 
 def _checkpoints(out: Path) -> list[Path]:
@@ -415,21 +434,35 @@ def _sft_final(out: Path) -> Path:
     return out / SFT_DIR / "final"
 
 
-def _train(plan: TrlPlan, out: Path, folder: RunFolder, progress: StepProgress | None,
-           sft_progress: SftProgress | None,
-           note: Callable[[str], None] | None = None) -> TrlResult:
+def _prepare(plan: TrlPlan, out: Path, folder: RunFolder) -> None:
+    """DIR's run_config.json (this config's, refused if another's) and its records cut back to
+    the step the run starts from."""
+    record = {k: v for k, v in plan.describe().items() if k != "config"}
+    # The compared config is the fingerprint; the rest of the plan is recorded beside it.
+    open_run_dir(out, fingerprint(plan.config), has_results=has_results,
+                 extra={**record, "versions": _versions()})
+    cut_records(out, folder.step)
+    if folder.checkpoint is not None:
+        log.info("resuming %s from %s (step %d)", out, folder.checkpoint, folder.step)
+
+
+def is_main_process() -> bool:
+    """Whether this is the process that writes DIR: the only one, or rank 0 of a launch."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run(plan: TrlPlan, folder: RunFolder, progress: StepProgress | None = None,
+        sft_progress: SftProgress | None = None,
+        note: Callable[[str], None] | None = None) -> TrlResult:
+    """Train in this process, DIR prepared (`train` holds its lock). One of several processes
+    (--processes) trains its share; only the main one writes metrics, evaluations and plots."""
     import datasets
     from transformers import PrinterCallback
     from trl import GRPOConfig
 
     cfg = plan.config
-    # The compared config is the fingerprint; the rest of the plan is recorded beside it.
-    record = {k: v for k, v in plan.describe().items() if k != "config"}
-    open_run_dir(out, fingerprint(cfg), has_results=has_results,
-                 extra={**record, "versions": _versions()})
-    cut_records(out, folder.step)
-    if folder.checkpoint is not None:
-        log.info("resuming %s from %s (step %d)", out, folder.checkpoint, folder.step)
+    out = Path(cfg.out_dir)
+    main = is_main_process()
     dataset = datasets.load_dataset("parquet", data_files=list(plan.train_files), split="train")
     writer = MetricsWriter(out / "metrics.jsonl")
     reward = PopeReward(plan.hard_ids)
@@ -444,15 +477,20 @@ def _train(plan: TrlPlan, out: Path, folder: RunFolder, progress: StepProgress |
     scheme = plan.scheme or plan_scheme(cfg, plan.hard_ids, plan.grpo, plan.model_path)
     if folder.checkpoint is not None:
         load_scheme_state(scheme, folder.checkpoint)
+    callbacks = [resume_callback(scheme)]
+    if main:
+        callbacks += [_callback(writer, progress),
+                      *([eval_callback(plan.evaluation, writer.write)] if plan.evaluation
+                        else [])]
     trainer = guided_trainer_class()(
         model=str(sft_model or plan.model_path),
         reward_funcs=reward,
         args=GRPOConfig(**plan.grpo),
         train_dataset=dataset,
-        callbacks=[_callback(writer, progress), resume_callback(scheme),
-                   *([eval_callback(plan.evaluation, writer.write)] if plan.evaluation else [])],
+        callbacks=callbacks,
         scheme=scheme,
-        pope_run={"out_dir": out, "write": writer.write, "say": note or (lambda line: None)},
+        pope_run={"out_dir": out, "write": writer.write if main else _nothing,
+                  "say": (note or _nothing) if main else _nothing},
     )
     # disable_tqdm makes Trainer print every log dict; the CLI owns the console.
     trainer.remove_callback(PrinterCallback)
@@ -461,7 +499,12 @@ def _train(plan: TrlPlan, out: Path, folder: RunFolder, progress: StepProgress |
     final = out / "final"
     trainer.save_model(str(final))
     checkpoints = _checkpoints(out)
-    plot = plot_metrics(writer.path, out / "metrics.png") if writer.path.exists() else None
+    plot = plot_metrics(writer.path, out / "metrics.png") \
+        if main and writer.path.exists() else None
     return TrlResult(out_dir=out, final_model=final, checkpoints=checkpoints, metrics=writer.path,
                      plot=plot, rows_graded=dict(reward.rows_graded),
                      steps=trainer.state.global_step, sft_model=sft_model, folder=folder)
+
+
+def _nothing(*args: Any) -> None:
+    """What a process other than the main one does with a record or a line: nothing."""

@@ -1,6 +1,6 @@
 """Per-step training signals of the TRL backend: guided/unguided reward, solvability, metrics file, plot.
 
-`batch_stats(scores, infos, hard_ids)` summarises one step's rollouts; `MetricsWriter` appends one
+`batch_values(scores, infos, hard_ids)` / `batch_stats` summarise one step's rollouts; `MetricsWriter` appends one
 JSON object per step (and per evaluation, `pope_train.backends.trl.eval`) to DIR/metrics.jsonl;
 `plot_metrics(path, png)` draws them.
 """
@@ -63,11 +63,12 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def batch_stats(scores: Sequence[float], infos: Sequence[Mapping[str, Any] | None],
-                hard_ids: frozenset[str] | set[str]) -> dict[str, float]:
-    """Mean reward on guided and on unguided rows, and the fraction of unguided hard problems in
-    the batch with at least one correct rollout ("solvable"). A key is absent when the batch has
-    no row of its kind (a step of a mix may draw only guided prompts)."""
+def batch_values(scores: Sequence[float], infos: Sequence[Mapping[str, Any] | None],
+                 hard_ids: frozenset[str] | set[str]) -> dict[str, list[float]]:
+    """The values whose means are a step's signals: the reward of every guided and of every
+    unguided row, and per unguided hard problem in the batch 1.0 when a rollout of it is
+    correct ("solvable"). A key is absent when the batch has no row of its kind. Logged one
+    value at a time, so the mean over several processes' batches is the mean over all rows."""
     guided: list[float] = []
     unguided: list[float] = []
     solved: dict[str, bool] = {}
@@ -80,14 +81,20 @@ def batch_stats(scores: Sequence[float], infos: Sequence[Mapping[str, Any] | Non
         pid = info.get("problem_id")
         if pid in hard_ids:
             solved[pid] = solved.get(pid, False) or score > 0
-    stats: dict[str, float] = {}
-    for key, values in (("pope/reward_guided", guided), ("pope/reward_unguided", unguided)):
-        mean = _mean(values)
-        if mean is not None:
-            stats[key] = mean
-    if solved:
-        stats["pope/solvable"] = sum(solved.values()) / len(solved)
-    stats["pope/unguided_hard_problems"] = float(len(solved))
+    values = {"pope/reward_guided": guided, "pope/reward_unguided": unguided,
+              "pope/solvable": [float(v) for v in solved.values()]}
+    return {key: v for key, v in values.items() if v}
+
+
+def batch_stats(scores: Sequence[float], infos: Sequence[Mapping[str, Any] | None],
+                hard_ids: frozenset[str] | set[str]) -> dict[str, float]:
+    """Mean reward on guided and on unguided rows, and the fraction of unguided hard problems in
+    the batch with at least one correct rollout ("solvable"); `batch_values`' means. A key is
+    absent when the batch has no row of its kind (a step of a mix may draw only guided
+    prompts)."""
+    values = batch_values(scores, infos, hard_ids)
+    stats = {key: sum(v) / len(v) for key, v in values.items()}
+    stats["pope/unguided_hard_problems"] = float(len(values.get("pope/solvable", ())))
     return stats
 
 

@@ -43,6 +43,9 @@ class RunOptions:
                                "SchedulerType: linear (TRL's default), cosine, constant, ...")
     beta: float = option(0.0, "KL coefficient against the initial policy; 0 (the paper's) loads "
                          "no reference model.")
+    processes: int = option(1, "Training processes on this machine (data parallel: each "
+                            "generates and trains on --prompts-per-step / N prompts; CPU: gloo, "
+                            "GPU: one GPU each). pope-train starts them itself (torchrun).")
     preset: dict[str, Any] | None = option(None, "What --preset set (recorded in run_config.json).",
                                            cli=False)
 
@@ -60,6 +63,8 @@ class RunOptions:
             raise ConfigError(f"--max-grad-norm: must be > 0, got {self.max_grad_norm}")
         if self.beta < 0:
             raise ConfigError(f"--beta: must be >= 0, got {self.beta}")
+        if self.processes < 1:
+            raise ConfigError(f"--processes: must be >= 1, got {self.processes}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +148,11 @@ class TrlOptions(*reversed(PARTS)):  # type: ignore[misc]
     def __post_init__(self) -> None:
         for cls in PARTS:
             part(self, cls)
+        if self.prompts_per_step % self.processes:
+            # TRL splits a step's rollouts evenly; a guidance scheme reads whole groups.
+            raise ConfigError(f"--prompts-per-step: {self.prompts_per_step} prompts cannot be "
+                              f"split over --processes {self.processes} (each process generates "
+                              f"whole groups); give a multiple of {self.processes}")
 
     def check_scheme(self, config: str, scheme: str) -> None:
         """ConfigError naming the flag of a guidance option the run's scheme does not take."""

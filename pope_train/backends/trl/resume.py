@@ -29,8 +29,10 @@ FINAL = "final"
 # Written into checkpoint-N/ after transformers has saved the rest: the guidance scheme's state.
 # A checkpoint without it was cut short by a kill and is not resumed from.
 SCHEME_STATE = "pope_state.json"
-# What a checkpoint needs to resume with the optimizer, scheduler and RNG where they were.
-TRAINER_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
+# What a checkpoint needs to resume with the optimizer, scheduler and RNG where they were (the
+# RNG state: rng_state.pth from one process, rng_state_R.pth from each of several).
+TRAINER_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+RNG_STATES = ("rng_state.pth", "rng_state_0.pth")
 # The keys that place a record of metrics.jsonl or OUT/guidance/*.jsonl at an optimizer step.
 STEP_KEYS = ("step", "eval_step", "refresh_step")
 # Options of a run that never change what it computes: left out of the compared config.
@@ -80,7 +82,8 @@ def checkpoints(out: Path, complete: bool = True) -> list[Path]:
     found = [p for p in out.glob("checkpoint-*") if p.is_dir() and _step_of(p) is not None]
     if complete:
         found = [p for p in found
-                 if all((p / f).is_file() for f in (*TRAINER_FILES, SCHEME_STATE))]
+                 if all((p / f).is_file() for f in (*TRAINER_FILES, SCHEME_STATE))
+                 and any((p / f).is_file() for f in RNG_STATES)]
     return sorted(found, key=lambda p: _step_of(p) or 0)
 
 

@@ -8,15 +8,19 @@ generated and showed, the scheme's own metrics, and the zero-advantage accountin
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import inspect
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pope_eval.errors import ConfigError
 from pope_train.backends.trl.policy import live_engine
 from pope_train.guidance.base import GuidanceScheme, Runtime
+from pope_train.guidance.online import GUIDANCE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,10 @@ HOOKS: dict[str, tuple[str, ...]] = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
 }
 SCORES = "pope_scores"  # the batch key of each rollout's reward (this process's rows)
+# OUT/guidance/steps.jsonl: per step, every group as first generated and each regeneration
+# round's groups (over all processes, in step order), and each process's scheme-state digest.
+STEPS_LOG = "steps.jsonl"
+TRACED = ("problem_id", "guided", "prefix_segments", "hint_ratio", "graduated")
 
 
 def check_trl_seam(trainer_class: Any = None) -> None:
@@ -137,6 +145,25 @@ def zero_advantage_metrics(c: Sequence[float]) -> dict[str, float]:
     return out
 
 
+def group_records(rows: Sequence[Mapping[str, Any]], scores: Sequence[float],
+                  group: int) -> list[dict[str, Any]]:
+    """Per group of `group` consecutive rows, what the policy was shown and how it scored:
+    problem_id, guided, prefix_segments, hint_ratio (those the row carries) and the scores."""
+    out = []
+    for g in range(len(rows) // group):
+        info = rows[g * group].get("extra_info") or {}
+        record = {k: info[k] for k in TRACED if k in info}
+        record["scores"] = [float(x) for x in scores[g * group:(g + 1) * group]]
+        out.append(record)
+    return out
+
+
+def state_digest(state: Mapping[str, Any]) -> str:
+    """A short digest of a scheme's `state()` (equal states, equal digests)."""
+    text = json.dumps(state, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def guided_trainer_class() -> type:
     """TRL's GRPOTrainer whose batches pass through a guidance scheme (checked by
     `check_trl_seam` first). Constructor: GRPOTrainer's arguments plus `scheme` and `pope_run`
@@ -151,9 +178,11 @@ def guided_trainer_class() -> type:
             super().__init__(*args, **kwargs)
             tokenizer = self.processing_class
             self.pope_scheme = scheme
+            self.pope_out = Path(pope_run["out_dir"])
             scheme.start(Runtime(group=self.num_generations, count_tokens=lambda text: len(
                 tokenizer(text, add_special_tokens=False)["input_ids"]),
-                main=self.accelerator.is_main_process, share=self._share, **pope_run))
+                main=self.accelerator.is_main_process, share=self._share, gather=self._gather,
+                **pope_run))
             self._pope_scores: Any = None
             self.add_callback(_between_steps(scheme, scheme.setup.batch_size, self.args.seed))
 
@@ -179,6 +208,12 @@ def guided_trainer_class() -> type:
 
             return broadcast_object_list([value], from_process=0)[0]
 
+        def _gather(self, value: Any) -> list[Any]:
+            """Every process's `value`, in process order, in every process."""
+            from accelerate.utils import gather_object
+
+            return gather_object([value])
+
         def _agree(self, local: int) -> int:
             """The largest `local` over all processes (each must generate the same rounds)."""
             import torch
@@ -198,6 +233,12 @@ def guided_trainer_class() -> type:
             tokens, shown = int(out["completion_mask"].sum()), scheme.shown(rows, group)
             scores = out[SCORES].tolist()
             pad_id = self.processing_class.pad_token_id
+            # Group g of this process is group offset + g of the step (processes in order).
+            offset = self.accelerator.process_index * (len(rows) // group)
+            trace: dict[str, Any] = {
+                "step": step + 1, "processes": self.accelerator.num_processes,
+                "first": [r for part in self._gather(group_records(rows, scores, group))
+                          for r in part], "rounds": []}
             round = 0
             while True:
                 redo = scheme.regenerate(rows, scores, round, step)
@@ -221,10 +262,22 @@ def guided_trainer_class() -> type:
                     tokens += int(sub["completion_mask"].sum())
                     extra = scheme.shown(sub_rows[:len(index)], group)
                     shown = None if shown is None or extra is None else shown + extra
+                new = group_records([rows[i] for i in index],
+                                    [scores[i] for i in index], group)
+                done = sorted((pair for part in self._gather(
+                    [(offset + g, r) for g, r in zip(wanted, new)]) for pair in part),
+                    key=lambda pair: pair[0])
+                trace["rounds"].append({"groups": [g for g, _ in done],
+                                        "new": [r for _, r in done]})
                 round += 1
             out.pop(SCORES)
             mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else \
                 out["completion_mask"]
+            if round:  # TRL's loss normaliser counts the tokens of every process
+                out["num_items_in_batch"] = self.accelerator.gather(
+                    mask.sum().reshape(1).to(out["num_items_in_batch"].dtype)).sum() \
+                    if torch.is_tensor(out["num_items_in_batch"]) else \
+                    int(self.accelerator.gather(mask.sum().reshape(1)).sum())
             guided = [bool((r.get("extra_info") or {}).get("guided")) for r in rows]
             counts = zero_advantage(scores, guided, group, out["advantages"], mask)
             counts += [float(tokens), float(shown or 0)]
@@ -240,7 +293,24 @@ def guided_trainer_class() -> type:
             every = gather_object(list(scores))
             for key, value in scheme.observe(seen, every, step).items():
                 metrics[f"pope/scheme/{key}"].append(float(value))
+            self._check_agreement(trace)
             return out
+
+        def _check_agreement(self, trace: dict[str, Any]) -> None:
+            """Every process's scheme state after the step, compared (RuntimeError in every
+            process when they differ: the processes would train on different guidance); the
+            main process appends the step's trace to OUT/guidance/steps.jsonl."""
+            digests = self._gather(state_digest(self.pope_scheme.state()))
+            trace["state_digests"] = digests
+            if self.accelerator.is_main_process:
+                path = self.pope_out / GUIDANCE_DIR / STEPS_LOG
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a") as f:
+                    f.write(json.dumps(trace) + "\n")
+            if len(set(digests)) > 1:
+                raise RuntimeError(f"guidance: the training processes' {self.pope_scheme.name} "
+                                   f"states differ after step {trace['step']} (digests "
+                                   f"{digests}); see {GUIDANCE_DIR}/{STEPS_LOG}")
 
     return PopeGRPOTrainer
 
