@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -192,6 +193,9 @@ def main(argv=None) -> int:
     ap.add_argument("--replicas", type=int_at_least("--replicas", 1), default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    # A time limit's SIGTERM unwinds through the `finally`s: the server (its own session) and
+    # the engines are stopped, not left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows: list[dict] = []
 
     def save(partial: list[dict]) -> None:

@@ -250,35 +250,68 @@ def test_streaming_service_keeps_every_endpoints_window_full(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_build_through_vllm_serve_streams_and_reruns_to_itself(vllm_server, tmp_path):
+def test_build_through_vllm_serve_streams_resumes_after_kill_and_reruns_to_itself(vllm_server,
+                                                                                 tmp_path):
     """`pope-data build --engine openai` against the session's vLLM server, 2 samples in flight:
-    the build finishes, and running it again generates nothing and writes the same tables."""
+    killed (-9) mid-stream once some probes are journaled, the same command resumes and finishes
+    without regenerating them (each probe journaled once, those before the kill unchanged), and
+    running it again generates nothing and writes the same tables."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
     import polars as pl
     from pope_cli.data import app as data_app
     from typer.testing import CliRunner
 
     url, _ = vllm_server
     out = tmp_path / "out"
-    args = ["build", "--source", "synthetic", "--limit", "3", "--engine", "openai",
+    args = ["build", "--source", "synthetic", "--limit", "4", "--engine", "openai",
             "--endpoint", url, "--model", "smollm2-135m", "--no-send-seed", "--k", "2",
-            "--n", "2", "--wave-size", "1", "--max-tokens", "24", "--batch-samples", "2",
+            "--n", "2", "--wave-size", "1", "--max-tokens", "32", "--batch-samples", "2",
             "--concurrency", "2", "--out", str(out)]
-    runner = CliRunner()
-    first = runner.invoke(data_app, args)
-    assert first.exit_code == 0, first.output
-    tables = {t: pl.read_parquet(out / t) for t in ("curate.parquet", "prefixes.parquet")}
-    import sqlite3
 
     def probes():
-        db = sqlite3.connect(out / "journal.sqlite")
+        # Read-only: never creates the journal while the build is starting.
         try:
-            return db.execute("SELECT stage, problem_id, prefix_segments, wave, tokens "
-                              "FROM probes").fetchall()
+            db = sqlite3.connect(f"{(out / 'journal.sqlite').as_uri()}?mode=ro", uri=True)
+        except sqlite3.OperationalError:  # not created yet
+            return []
+        try:
+            return db.execute("SELECT stage, problem_id, prefix_segments, wave, tokens, finished "
+                              "FROM probes ORDER BY rowid").fetchall()
+        except sqlite3.OperationalError:  # created, no table yet
+            return []
         finally:
             db.close()
 
+    log = (tmp_path / "killed.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-c", "from pope_cli.data import app; app()", *args],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(probes()) < 2:
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "no probe journaled in 120 s"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-build, not finished
+    assert not (out / "summary.json").exists()
+    killed = probes()
+    runner = CliRunner()
+    first = runner.invoke(data_app, args)
+    assert first.exit_code == 0, first.output
     before = probes()
-    assert len(before) == len({p[:4] for p in before}) >= 3  # each probe journaled once
+    assert before[:len(killed)] == killed  # kept, not regenerated
+    assert len(before) > len(killed)
+    assert len(before) == len({p[:4] for p in before})  # each probe journaled once
+    tables = {t: pl.read_parquet(out / t) for t in ("curate.parquet", "prefixes.parquet")}
     again = runner.invoke(data_app, args)
     assert again.exit_code == 0, again.output
     assert probes() == before  # nothing generated again
