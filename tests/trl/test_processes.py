@@ -95,6 +95,18 @@ def test_a_checkpoint_of_several_processes_resumes(tmp_path):
     assert checkpoints(tmp_path) == [ckpt]
 
 
+def test_a_failed_launch_names_the_process_and_its_error(tmp_path):
+    from pope_train.backends.trl.launch import OUTPUT, _failure
+
+    (tmp_path / OUTPUT).write_text("torchrun: ChildFailedError\n")
+    assert "torchrun exited 1" in _failure(tmp_path, 1)  # no process left its error
+    (tmp_path / "error-1.txt").write_text("Traceback (most recent call last):\n  ...\n"
+                                          "RuntimeError: guidance: states differ\n")
+    message = _failure(tmp_path, 1)
+    assert message.splitlines()[0] == ("training process 1 failed: RuntimeError: guidance: "
+                                       "states differ")
+
+
 # -- two processes agree with one ------------------------------------------------------------------
 
 SCHEMES = {  # recipe: extra options

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -66,9 +67,7 @@ def run_processes(plan: Any, progress: Callable[[dict[str, Any], int], None] | N
                 _stop(proc)
                 raise
         if proc.returncode != 0:
-            lines = (folder / OUTPUT).read_text(errors="replace").splitlines()[-TAIL:]
-            raise TrainingError(f"training processes: torchrun exited {proc.returncode}; "
-                                f"their last {len(lines)} lines:\n" + "\n".join(lines))
+            raise TrainingError(_failure(folder, proc.returncode))
         results = [json.loads(p.read_text()) for p in sorted(folder.glob("result-*.json"))]
     if len(results) != plan.config.processes:
         raise TrainingError(f"training processes: {len(results)} of {plan.config.processes} "
@@ -83,6 +82,20 @@ def run_processes(plan: Any, progress: Callable[[dict[str, Any], int], None] | N
                      checkpoints=[Path(c) for c in main["checkpoints"]],
                      metrics=Path(main["metrics"]), plot=path(main["plot"]), rows_graded=rows,
                      steps=main["steps"], sft_model=path(main["sft_model"]), folder=plan.folder)
+
+
+def _failure(folder: Path, code: int) -> str:
+    """What ended a failed launch: the first failing process's error (its last line first,
+    then its traceback), else the processes' last output lines."""
+    errors = sorted(folder.glob("error-*.txt"), key=lambda p: p.stat().st_mtime)
+    if errors:
+        text = errors[0].read_text(errors="replace").strip().splitlines()
+        rank = errors[0].stem.split("-")[1]
+        return (f"training process {rank} failed: {text[-1] if text else '?'}\n"
+                + "\n".join(text[-TAIL:]))
+    lines = (folder / OUTPUT).read_text(errors="replace").splitlines()[-TAIL:]
+    return (f"training processes: torchrun exited {code}; their last {len(lines)} lines:\n"
+            + "\n".join(lines))
 
 
 def _follow(proc: subprocess.Popen, events: Path,
@@ -138,11 +151,16 @@ def _rank_main(folder: Path) -> None:
             f.write(json.dumps(event) + "\n")
 
     main = is_main_process()
-    result = run(plan, plan.folder,
-                 progress=(lambda record, max_steps: emit({"step": record,
-                                                           "max_steps": max_steps}))
-                 if main else None,
-                 note=(lambda line: emit({"note": line})) if main else None)
+    try:
+        result = run(plan, plan.folder,
+                     progress=(lambda record, max_steps: emit({"step": record,
+                                                               "max_steps": max_steps}))
+                     if main else None,
+                     note=(lambda line: emit({"note": line})) if main else None)
+    except BaseException:
+        # The launcher's own report names the process, not the error: keep it for the parent.
+        (folder / f"error-{rank}.txt").write_text(traceback.format_exc())
+        raise
     record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()
               if k != "folder"}
     record["checkpoints"] = [str(c) for c in result.checkpoints]
