@@ -288,7 +288,7 @@ ZERO_ADVANTAGE = (("zero_spread_guided", "guided groups"), ("zero_spread_unguide
 def run_mean(rows: list[dict], key: str) -> float | None:
     """The mean of a step metric over one run's step records, None where it is not logged."""
     vals = [x[key] for x in rows if "step" in x and x.get(key) is not None]
-    return sum(vals) / len(vals) if vals else None
+    return statistics.fmean(vals) if vals else None
 
 
 def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
@@ -310,11 +310,7 @@ def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
                                     for k in vals[0]["eval_pass_at_k"]}})
 
     def mean_of(key: str) -> dict | None:
-        means = []
-        for rows in per_seed:
-            vals = [x[key] for x in rows if "step" in x and x.get(key) is not None]
-            if vals:
-                means.append(statistics.fmean(vals))
+        means = [m for rows in per_seed if (m := run_mean(rows, key)) is not None]
         return spread(means) if means else None
 
     steps_with_guided_reward = [sum(1 for x in rows if (x.get("reward_guided") or 0) > 0)
