@@ -39,7 +39,8 @@ from pope_eval.prompts import GUIDANCE, guided_messages, problem_messages
 from pope_eval.seeds import stable_int
 
 SOURCE = "opchain"
-LENGTH = 12  # operations per problem, everywhere: lines are 3 + LENGTH tokens wide
+LENGTH = 12  # operations per problem, everywhere
+WIDTH = LENGTH + 4  # tokens per line: at least one pad, three digits, the operations left
 LOW, HIGH = 100, 999
 OPERAND = (2, 9)
 PAD = "_"
@@ -103,8 +104,11 @@ class Chain:
 
 
 def line(value: int, ops: Sequence[Op]) -> str:
-    """A value and the operations left, right-aligned to 3 + LENGTH tokens with PAD."""
-    return PAD * (LENGTH - len(ops)) + str(value) + "".join(op.token for op in ops)
+    """A value and the operations left, right-aligned to WIDTH tokens with PAD. Every line, the
+    problem's included, starts with at least one PAD: a line is read from the one above it, and
+    the problem line looks like every other (without its pad, the organism never learned to
+    compute the first solution line from it: bench/RESULTS.md, part 1b)."""
+    return PAD * (WIDTH - 3 - len(ops)) + str(value) + "".join(op.token for op in ops)
 
 
 def problem_text(c: Chain) -> str:

@@ -17,7 +17,9 @@ from pope_data.opchain import (
     HIGH,
     LENGTH,
     LOW,
+    PAD,
     REVISIT,
+    WIDTH,
     WORDINGS,
     demonstrations,
     draw_chain,
@@ -39,7 +41,8 @@ def test_every_line_has_the_same_width_and_rare_is_the_count_of_rare_operations(
         lines = [first, *p.solution.splitlines()[:-1]]
         assert len(lines) == LENGTH + 1
         widths = {len(re.sub(OP.pattern, "x", ln)) for ln in lines}  # an operation = one token
-        assert widths == {3 + LENGTH}
+        assert widths == {WIDTH}
+        assert all(ln.startswith(PAD) for ln in lines)  # the problem line is padded as the rest
         assert first.count(DOUBLE) + first.count(HALVE) == rare
         values = [int(re.match(r"_*(\d+)", ln).group(1)) for ln in lines]
         assert all(LOW <= v <= HIGH for v in values)
@@ -83,7 +86,7 @@ def test_demonstrations_use_every_wording_and_revisit_only_when_allowed():
     for d in guided:
         user = d.prompt[-1]["content"]
         answer = d.completion[0]["content"]
-        given = [ln for ln in user.splitlines() if ln.startswith("_")]  # the problem has no pad
+        given = [ln for ln in user.splitlines() if ln.startswith("__")]  # the problem has one pad
         assert len(given) == d.shown
         if d.wording == "no-revisit":
             assert answer.splitlines()[0] not in given
@@ -93,7 +96,7 @@ def test_demonstrations_use_every_wording_and_revisit_only_when_allowed():
     twin = demonstrations(600, seed=0, rare_weights=(0.6, 0.3, 0.1), guided_fraction=0.5,
                           restate=False)
     for d in (d for d in twin if d.shown):
-        given = [ln for ln in d.prompt[-1]["content"].splitlines() if ln.startswith("_")]
+        given = [ln for ln in d.prompt[-1]["content"].splitlines() if ln.startswith("__")]
         assert d.completion[0]["content"].splitlines()[0] not in given
     # the twin differs only in what guided demonstrations answer
     assert [d.prompt for d in twin] == [d.prompt for d in demos]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pope_data.opchain import LENGTH, demonstrations, generate_opchain
+from pope_data.opchain import LENGTH, WIDTH, demonstrations, generate_opchain
 from pope_data.segments import segment
 from pope_eval.prompts import GUIDANCE, guided_messages, render
 
@@ -30,7 +30,7 @@ def test_the_tokenizer_reads_every_wording_and_gives_every_line_the_same_width()
             assert tok.decode(ids) == text and tok.unk_token_id not in ids
         lines = [p.problem.splitlines()[1], *p.solution.splitlines()[:-1]]
         assert {len(tok(x, add_special_tokens=False)["input_ids"]) for x in lines} == \
-            {3 + LENGTH}
+            {WIDTH}
     for wording in ("no-revisit", "continue"):
         assert len(tok(GUIDANCE[wording].instruction, add_special_tokens=False)["input_ids"]) == 1
     demo = next(d for d in demonstrations(50, seed=0, rare_weights=(1.0,), guided_fraction=1.0,
