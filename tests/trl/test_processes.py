@@ -11,6 +11,11 @@ regenerated per round, moves, the step's scheme metrics, the state).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +226,63 @@ def test_two_processes_make_the_decisions_one_process_makes(recipe, export, easy
         hints = [json.loads(x) for x in (out / "guidance" / "hints.jsonl").read_text()
                  .splitlines()]
         assert [len(h["groups"]) for h in hints] == [len(r["groups"]) for r in rounds]
+
+
+# -- killed and resumed ----------------------------------------------------------------------------
+
+def _resumable(export: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "pope_cli.train",
+            *_cli("pope_adaptive", "--export", str(export), "--out", str(out), "--max-steps", "4",
+                  "--save-steps", "2", "--prompts-per-step", str(PROMPTS), "--num-generations",
+                  str(GROUP), "--max-completion-length", "8", "--processes", "2", "--seed", "3")]
+
+
+@pytest.mark.slow
+def test_two_processes_killed_after_a_checkpoint_resume_to_the_uninterrupted_run(export,
+                                                                                 tmp_path):
+    """kill -9 of `pope-train run` (its process group: torchrun has a session of its own) once
+    checkpoint-2 is complete: torchrun and both training processes die with it, none goes on
+    writing; the same command resumes the run, and metrics, guidance steps, scheme state and
+    final weights equal a run never interrupted."""
+    import torch
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    done = subprocess.run(_resumable(export, whole), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    job = subprocess.Popen(_resumable(export, resumed), cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not checkpoints(resumed) and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)
+    assert job.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    time.sleep(10)  # orphaned training processes would finish the 4 steps by now
+    assert not (resumed / "final").exists() and len(checkpoints(resumed)) == 1
+    # every process's RNG state is in the checkpoint that the kill left complete
+    assert {p.name for p in checkpoints(resumed)[0].glob("rng_state_*.pth")} == \
+        {"rng_state_0.pth", "rng_state_1.pth"}
+    done = subprocess.run(_resumable(export, resumed), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resuming from" in " ".join((done.stdout + done.stderr).split())
+
+    def steps(out: Path) -> list[dict]:
+        return [r for r in read_metrics(out / "metrics.jsonl") if "step" in r]
+
+    def timeless(records: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if not k.endswith("_time")} for r in records]
+
+    assert [r["step"] for r in steps(resumed)] == [1, 2, 3, 4]  # no step twice
+    assert timeless(steps(resumed)) == timeless(steps(whole))
+    traces = {d: [json.loads(x) for x in (d / "guidance" / STEPS_LOG).read_text().splitlines()]
+              for d in (whole, resumed)}
+    assert [t["step"] for t in traces[resumed]] == [1, 2, 3, 4]
+    assert [t["state_digests"] for t in traces[resumed]] == \
+        [t["state_digests"] for t in traces[whole]]
+    a = load_file(whole / "final" / "model.safetensors")
+    b = load_file(resumed / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

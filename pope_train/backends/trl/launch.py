@@ -38,6 +38,19 @@ class TrainingError(PopeError, RuntimeError):
     """A training process failed; the message ends with the processes' last output lines."""
 
 
+def die_with_parent() -> None:
+    """Linux: this process is sent SIGKILL when the process that started it ends, so a `kill -9`
+    of `pope-train run` ends torchrun, and torchrun's end every training process: none is left
+    writing to DIR for a rerun to collide with. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, int(signal.SIGKILL)) != 0:  # 1: PR_SET_PDEATHSIG
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
 def launch_command(folder: Path, processes: int) -> list[str]:
     """torchrun (torch's own launcher: it sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous
     accelerate reads) on a free local port, running this module in `processes` processes."""
@@ -60,7 +73,7 @@ def run_processes(plan: Any, progress: Callable[[dict[str, Any], int], None] | N
         with (folder / OUTPUT).open("wb") as output:
             proc = subprocess.Popen(launch_command(folder, plan.config.processes),
                                     stdout=output, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent)
             try:
                 _follow(proc, folder / EVENTS, progress, note)
             except BaseException:
@@ -142,6 +155,7 @@ def _rank_main(folder: Path) -> None:
     """One training process: the plan from `folder`, its share of the run, its result there."""
     from pope_train.backends.trl.backend import is_main_process, run
 
+    die_with_parent()  # torchrun's end (a kill -9 of the run) ends this process too
     plan = pickle.loads((folder / PLAN).read_bytes())
     rank = int(os.environ.get("RANK", "0"))
     events = folder / EVENTS

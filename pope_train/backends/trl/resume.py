@@ -197,6 +197,10 @@ def resume_callback(scheme: GuidanceScheme) -> Any:
 
     class ResumeState(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
+            # transformers saves each process's RNG state with no barrier after it: wait for
+            # every process, so that the file marking the checkpoint complete comes last
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()
             if not state.is_world_process_zero:
                 return
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
