@@ -20,9 +20,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from harness import float_in, int_at_least, markdown_table  # noqa: E402
+from bench.harness import float_in, int_at_least, markdown_table  # noqa: E402
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -56,21 +57,20 @@ def measure(args: argparse.Namespace) -> dict[str, dict]:
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
+    from pope_train.organism_model import conversation_ids
+
     torch.set_num_threads(1)
     tok = PreTrainedTokenizerFast.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model).eval()
     newline = tok.convert_tokens_to_ids("\n")
     rows: dict[str, dict] = defaultdict(lambda: {"n": 0, "lines": [], "first": [], "second": []})
     for d in demos(args):
-        prompt = tok.apply_chat_template(d.prompt, tokenize=False, add_generation_prompt=True)
-        full = tok.apply_chat_template([*d.prompt, *d.completion], tokenize=False)
-        a = tok(prompt, add_special_tokens=False)["input_ids"]
-        b = tok(full, add_special_tokens=False)["input_ids"]
+        b, start = conversation_ids(tok, d)
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([b])).logits[0].float(), -1)
-        token_lp = [logp[p - 1, b[p]].item() for p in range(len(a), len(b))]
+        token_lp = [logp[p - 1, b[p]].item() for p in range(start, len(b))]
         lines, cur, cuts = [], 0.0, []
-        for k, t in enumerate(b[len(a):]):
+        for k, t in enumerate(b[start:]):
             cur += token_lp[k]
             if t == newline or k == len(token_lp) - 1:
                 lines.append(cur)
@@ -106,13 +106,15 @@ def _mean_columns(rows: list[list[float]]) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     result = measure(args)
-    print("\n".join(markdown_table(["prompt", "n", "line p (first lines ... answer)", "first line's first 6 tokens",
-                 "second line's"],
-                [[name, r["demonstrations"],
-                  " ".join(f"{x:.2f}" for x in r["line_p"][:5]) + f" ... {r['line_p'][-1]:.2f}",
-                  " ".join(f"{x:.2f}" for x in r["first_line_tokens"][:6]),
-                  " ".join(f"{x:.2f}" for x in r["second_line_tokens"][:6])]
-                 for name, r in result.items()])))
+    def ps(values: list[float]) -> str:
+        return " ".join(f"{x:.2f}" for x in values)
+
+    print("\n".join(markdown_table(
+        ["prompt", "n", "line p (first lines ... answer)", "first line's first 6 tokens",
+         "second line's"],
+        [[name, r["demonstrations"], f"{ps(r['line_p'][:5])} ... {r['line_p'][-1]:.2f}",
+          ps(r["first_line_tokens"][:6]), ps(r["second_line_tokens"][:6])]
+         for name, r in result.items()])))
     if args.json:
         args.json.write_text(json.dumps({"model": str(args.model), "family": args.family,
                                          "count": args.count, "seed": args.seed,

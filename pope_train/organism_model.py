@@ -146,6 +146,20 @@ def _loss_plot(curve: Sequence[dict[str, float]], path: Path, title: str) -> Non
     plt.close(fig)
 
 
+def conversation_ids(tokenizer, demo: Any) -> tuple[list[int], int]:
+    """A demonstration through the chat template: (the conversation's token ids, how many of them
+    are the prompt with its generation marker); refused unless the prompt tokenizes as a prefix
+    of the conversation."""
+    prompt = tokenizer.apply_chat_template(demo.prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template([*demo.prompt, *demo.completion], tokenize=False)
+    a = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    b = tokenizer(full, add_special_tokens=False)["input_ids"]
+    if b[:len(a)] != a:
+        raise ConfigError("organism tokenizer: the prompt does not tokenize as a prefix of "
+                          "the conversation")
+    return b, len(a)
+
+
 def pack(tokenizer, demos: Sequence[Any], length: int) -> tuple[Any, Any]:
     """The demonstrations as chat-template text, concatenated and cut into rows of `length`
     tokens: (ids, loss mask), the mask 1 on the assistant turns (their END included) only."""
@@ -153,15 +167,9 @@ def pack(tokenizer, demos: Sequence[Any], length: int) -> tuple[Any, Any]:
     ids: list[int] = []
     mask: list[int] = []
     for d in demos:
-        prompt = tokenizer.apply_chat_template(d.prompt, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template([*d.prompt, *d.completion], tokenize=False)
-        a = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        b = tokenizer(full, add_special_tokens=False)["input_ids"]
-        if b[:len(a)] != a:
-            raise ConfigError("organism tokenizer: the prompt does not tokenize as a prefix of "
-                              "the conversation")
+        b, prompt_len = conversation_ids(tokenizer, d)
         ids += b
-        mask += [0] * len(a) + [1] * (len(b) - len(a))
+        mask += [0] * prompt_len + [1] * (len(b) - prompt_len)
     rows = len(ids) // length
     if rows < 1:
         raise ConfigError(f"organism pretraining: {len(ids)} tokens make no row of {length}")
