@@ -103,6 +103,10 @@ class OrganismConfig:
     warmup_steps: int = 30
     log_every: int = 50  # steps between loss-curve points
     threads: int = 2
+    # Steps after which the model is also saved to out/snapshots/step-N (a plain model folder
+    # each), so that one pretraining can be checked at several lengths; the final model is saved
+    # to out as always.
+    snapshots: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "layers", "heads", "intermediate_size", "examples",
@@ -114,6 +118,10 @@ class OrganismConfig:
                               f"{self.heads}")
         if self.pack_length > CONTEXT:
             raise ConfigError(f"pack_length: at most the context {CONTEXT}, got {self.pack_length}")
+        if any(not 1 <= n < self.max_steps for n in self.snapshots) or \
+                len(set(self.snapshots)) != len(self.snapshots):
+            raise ConfigError(f"snapshots: distinct steps in 1..{self.max_steps - 1} (the final "
+                              f"model is saved anyway), got {list(self.snapshots)}")
 
 
 def model_config(cfg: OrganismConfig, tokenizer) -> Any:
@@ -126,6 +134,19 @@ def model_config(cfg: OrganismConfig, tokenizer) -> Any:
         max_position_embeddings=CONTEXT, rope_theta=cfg.rope_theta, tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None)
+
+
+SNAPSHOTS = "snapshots"  # pretrain's out/snapshots/step-N folders (OrganismConfig.snapshots)
+
+
+def _save_model(model: Any, tokenizer: Any, transformers: Any, out: Path) -> None:
+    """The model in eval mode with its generation config, and the tokenizer, as a model folder."""
+    model.eval()
+    model.generation_config = transformers.GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out, save_jinja_files=False)
 
 
 def _loss_plot(curve: Sequence[dict[str, float]], path: Path, title: str) -> None:
@@ -240,13 +261,11 @@ def pretrain(cfg: OrganismConfig, out: str | os.PathLike, progress: Any = None, 
             log.info("step %d/%d: loss %.4f", step, cfg.max_steps, curve[-1]["loss"])
             if progress:
                 progress(step, cfg.max_steps, curve[-1]["loss"])
+        if step in cfg.snapshots:
+            _save_model(model, tokenizer, transformers, out / SNAPSHOTS / f"step-{step}")
+            model.train()
     wall = time.monotonic() - started
-    model.eval()
-    model.generation_config = transformers.GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out, save_jinja_files=False)
+    _save_model(model, tokenizer, transformers, out)
     shown = [d.shown for d in demos]
     record = {
         "config": asdict(cfg),

@@ -57,6 +57,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pack-length", type=int, default=1024, help="tokens per packed row")
     p.add_argument("--warmup-steps", type=int, default=30, help="learning-rate warm-up steps")
     p.add_argument("--log-every", type=int, default=50, help="steps per loss-curve point")
+    p.add_argument("--snapshots", type=_ints("--snapshots"), default=(),
+                   help="steps after which the model is also saved to OUT/snapshots/step-N "
+                        "(comma-separated, each below --max-steps), to check several lengths of "
+                        "one pretraining")
     p.add_argument("--check-difficulties", type=_ints("--check-difficulties"),
                    default=(0, 1, 2, 4, 6, 8, 10), help="rare counts checked unguided")
     p.add_argument("--check-guided", type=_ints("--check-guided"), default=(6, 8),
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                                  layers=args.layers, heads=args.heads,
                                  intermediate_size=args.intermediate_size,
                                  pack_length=args.pack_length, warmup_steps=args.warmup_steps,
-                                 log_every=args.log_every)
+                                 log_every=args.log_every, snapshots=args.snapshots)
             demos = demonstrations(args.examples, seed=args.seed, rare_weights=args.rare_weights,
                                    guided_fraction=args.guided_fraction,
                                    restate=not args.no_restate)

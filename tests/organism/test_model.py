@@ -121,6 +121,29 @@ def test_pretraining_writes_a_model_folder_that_pope_loads(tmp_path):
     assert len(out[0].samples) == 2 and all(1 <= s.tokens <= 8 for s in out[0].samples)
 
 
+def test_snapshots_are_model_folders_and_leave_the_final_model_unchanged(tmp_path):
+    from safetensors.numpy import load_file
+
+    from pope_eval.errors import ConfigError
+    from pope_train.organism_model import OrganismConfig, pretrain
+
+    tiny = dict(hidden_size=32, intermediate_size=64, layers=1, heads=2, examples=64, max_steps=4,
+                batch_size=2, pack_length=256, warmup_steps=1, log_every=1, threads=1)
+    pretrain(OrganismConfig(**tiny), tmp_path / "plain")
+    record = pretrain(OrganismConfig(**tiny, snapshots=(1, 3)), tmp_path / "snap")
+    assert list(record["config"]["snapshots"]) == [1, 3]
+    final, plain = load_file(tmp_path / "snap" / "model.safetensors"), \
+        load_file(tmp_path / "plain" / "model.safetensors")
+    assert all((final[k] == plain[k]).all() for k in plain)  # saving took nothing from training
+    early = [load_file(tmp_path / "snap" / "snapshots" / f"step-{n}" / "model.safetensors")
+             for n in (1, 3)]
+    assert not all((early[0][k] == early[1][k]).all() for k in plain)  # two points of training
+    assert (tmp_path / "snap" / "snapshots" / "step-3" / "tokenizer_config.json").exists()
+    for bad in ((4,), (0,), (2, 2)):
+        with pytest.raises(ConfigError, match="snapshots"):
+            OrganismConfig(**tiny, snapshots=bad)
+
+
 @pytest.mark.slow
 def test_make_organism_command_pretrains_and_checks_the_regime(tmp_path):
     import subprocess

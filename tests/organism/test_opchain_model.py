@@ -49,7 +49,7 @@ def test_the_command_pretrains_and_checks_the_regime_under_three_wordings(tmp_pa
          "--heads", "2", "--examples", "64", "--max-steps", "2", "--batch-size", "2",
          "--pack-length", "256", "--warmup-steps", "1", "--log-every", "1",
          "--check-difficulties", "0", "--check-guided", "2", "--check-problems", "1", "--k", "2",
-         "--n", "1", "--max-tokens", "8"],
+         "--n", "1", "--max-tokens", "8", "--snapshots", "1"],
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     record = json.loads((out / "pretrain.json").read_text())
@@ -63,3 +63,10 @@ def test_the_command_pretrains_and_checks_the_regime_under_three_wordings(tmp_pa
     text = (out / "README.md").read_text()  # the folder explains itself
     assert record["command"] in text and re.search(r"\| 0 \| [0-2] of 2 \|", text)
     assert "`no-revisit` wording" in text and "`continue` wording" in text
+    assert (out / "snapshots" / "step-1" / "model.safetensors").exists()
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_opchain_organism.py"), "--out",
+         str(tmp_path / "refused"), "--max-steps", "2", "--snapshots", "2", "--skip-check"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert bad.returncode == 2 and "snapshots" in bad.stderr.splitlines()[-1]
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
