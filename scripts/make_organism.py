@@ -38,6 +38,8 @@ FIELD_HELP = {
     "warmup_steps": "steps of linear learning-rate warm-up",
     "log_every": "steps between points of the loss curve",
     "threads": "CPU threads of torch",
+    "snapshots": "steps after which the model is also saved to OUT/snapshots/step-N, "
+                 "comma-separated",
 }
 
 
@@ -83,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
                    help="seed of the data, the initial weights and the regime check")
     p.add_argument("--no-restate", action="store_true",
                    help="the ablation organism: guided answers never restate the guidance")
-    types = {int: _int, float: _float}
+    types = {int: _int, float: _float, tuple: _ints}
     for f in fields(OrganismConfig):
         if f.name in ("seed", "restate", "difficulties"):
             continue
