@@ -11,9 +11,12 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
+
+from pope_train.organism_args import add_config_arguments, config_from_args
 
 
 def _ints(option: str):
@@ -36,31 +39,21 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return parser().parse_args(argv)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: every OrganismConfig field but the difficulties (restate by
+    --no-restate), the demonstrations' rare-operation weights and the regime check's settings."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="new or empty folder for the model")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the check")
     p.add_argument("--no-restate", action="store_true",
                    help="the twin organism: guided answers never revisit the given lines")
-    p.add_argument("--examples", type=int, default=30_000, help="pretraining demonstrations")
     p.add_argument("--rare-weights", type=_floats, default=(0.6, 0.3, 0.1),
                    help="weights of 0, 1, 2, ... rare operations per demonstration")
-    p.add_argument("--guided-fraction", type=float, default=0.3,
-                   help="share of guided demonstrations (wordings pope, no-revisit, continue)")
-    p.add_argument("--max-steps", type=int, default=900, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=4, help="packed rows per step")
-    p.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--hidden-size", type=int, default=128, help="model width")
-    p.add_argument("--layers", type=int, default=2, help="transformer layers")
-    p.add_argument("--heads", type=int, default=4, help="attention heads")
-    p.add_argument("--intermediate-size", type=int, default=512, help="MLP width")
-    p.add_argument("--pack-length", type=int, default=1024, help="tokens per packed row")
-    p.add_argument("--warmup-steps", type=int, default=30, help="learning-rate warm-up steps")
-    p.add_argument("--log-every", type=int, default=50, help="steps per loss-curve point")
-    p.add_argument("--snapshots", type=_ints("--snapshots"), default=(),
-                   help="steps after which the model is also saved to OUT/snapshots/step-N "
-                        "(comma-separated, each below --max-steps), to check several lengths of "
-                        "one pretraining")
+    # Every OrganismConfig field but the pretraining difficulties (all rare counts 0..LENGTH).
+    add_config_arguments(p, skip=("restate", "difficulties"))
     p.add_argument("--check-difficulties", type=_ints("--check-difficulties"),
                    default=(0, 1, 2, 4, 6, 8, 10), help="rare counts checked unguided")
     p.add_argument("--check-guided", type=_ints("--check-guided"), default=(6, 8),
@@ -74,7 +67,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="check the organism already in --out (no pretraining)")
     p.add_argument("--readme-only", action="store_true",
                    help="write README.md from the folder's pretrain.json and regime.json")
-    return p.parse_args(argv)
+    return p
 
 
 def istar(rows: dict[str, dict]) -> list[int | None]:
@@ -85,11 +78,38 @@ def istar(rows: dict[str, dict]) -> list[int | None]:
             for j in range(count)]
 
 
+def adopt_run_record(out: Path) -> None:
+    """A snapshot folder (RUN/snapshots/step-N, `--snapshots`) takes its run's pretrain.json,
+    with `snapshot_step` N, and loss.png, so that it explains itself once copied elsewhere."""
+    if (out / "pretrain.json").exists() or out.parent.name != "snapshots":
+        return
+    run = out.parent.parent
+    step = out.name.removeprefix("step-")
+    if not (run / "pretrain.json").exists() or not step.isdigit():
+        return
+    record = json.loads((run / "pretrain.json").read_text())
+    record["snapshot_step"] = int(step)
+    (out / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
+    if (run / "loss.png").exists():
+        shutil.copyfile(run / "loss.png", out / "loss.png")
+
+
 def readme(out: Path) -> str:
     """README.md of an organism folder from its pretrain.json and regime.json."""
     record = json.loads((out / "pretrain.json").read_text())
     regime = json.loads((out / "regime.json").read_text())
     cfg = record["config"]
+    snapshot = record.get("snapshot_step")
+    if snapshot is None:
+        made = [f"{cfg['max_steps']} steps of {cfg['batch_size']} x {cfg['pack_length']} "
+                f"tokens; final loss {record['final_loss']:.4f} (loss.png).", ""]
+    else:
+        logged = [p for p in record["loss_curve"] if p["step"] <= snapshot]
+        at = f"; loss {logged[-1]['loss']:.4f} at step {logged[-1]['step']}" if logged else ""
+        made = [f"**This is the model saved after step {snapshot}** of that pretraining's "
+                f"{cfg['max_steps']} steps of {cfg['batch_size']} x {cfg['pack_length']} tokens "
+                f"(`--snapshots`{at}; the run's final loss {record['final_loss']:.4f}, "
+                "loss.png).", ""]
     lines = [
         "# The opchain organism (pope's second model organism)", "",
         f"A {record['parameters']:,}-parameter Llama ({cfg['layers']} layers, hidden "
@@ -97,13 +117,12 @@ def readme(out: Path) -> str:
         f"character-level tokenizer of {record['vocab_size']} tokens, pretrained from scratch on "
         "`pope_data.opchain` demonstrations (docs/organism.md). It carries the repository's "
         "licence (Apache-2.0); no outside weights or data went into it.", "",
-        f"Made in {record['wall_s']:,.0f} s of pretraining (one thread) by:", "",
+        f"Made in {record['wall_s']:,.0f} s of pretraining ({cfg['threads']} "
+        f"thread{'s' if cfg['threads'] > 1 else ''}) by:", "",
         f"    {record['command']}", "",
         f"{record['demonstrations']['count']:,} demonstrations, rare-operation weights "
         f"{record['rare_weights']}, {record['demonstrations']['guided']:,} guided (wordings pope, "
-        f"no-revisit, continue; restate {cfg['restate']}); {cfg['max_steps']} steps of "
-        f"{cfg['batch_size']} x {cfg['pack_length']} tokens; final loss "
-        f"{record['final_loss']:.4f} (loss.png).", "",
+        f"no-revisit, continue; restate {cfg['restate']}); " + made[0], made[1],
         f"regime.json ({regime['config']['problems']} problems per row, temperature "
         f"{regime['config']['temperature']:g}, {regime['wall_s']:,.0f} s):", "",
         "| rare operations | unguided correct | problems solved |", "|---:|---:|---:|"]
@@ -124,6 +143,7 @@ def readme(out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.readme_only:
+        adopt_run_record(Path(args.out))
         (Path(args.out) / "README.md").write_text(readme(Path(args.out)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -131,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     from pope_data.opchain import LENGTH, demonstrations, generate_opchain
     from pope_eval.errors import ConfigError
     from pope_train.organism_model import (
-        OrganismConfig,
         RegimeConfig,
         opchain_words,
         pretrain,
@@ -140,15 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if not args.check_only:
-            cfg = OrganismConfig(seed=args.seed, restate=not args.no_restate,
-                                 examples=args.examples, difficulties=tuple(range(LENGTH + 1)),
-                                 guided_fraction=args.guided_fraction, max_steps=args.max_steps,
-                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                 threads=args.threads, hidden_size=args.hidden_size,
-                                 layers=args.layers, heads=args.heads,
-                                 intermediate_size=args.intermediate_size,
-                                 pack_length=args.pack_length, warmup_steps=args.warmup_steps,
-                                 log_every=args.log_every, snapshots=args.snapshots)
+            cfg = config_from_args(args, restate=not args.no_restate,
+                                   difficulties=tuple(range(LENGTH + 1)))
             demos = demonstrations(args.examples, seed=args.seed, rare_weights=args.rare_weights,
                                    guided_fraction=args.guided_fraction,
                                    restate=not args.no_restate)
@@ -181,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     result["wall_s"] = round(time.monotonic() - started, 1)
     path = Path(args.out) / "regime.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
+    adopt_run_record(Path(args.out))
     if (Path(args.out) / "pretrain.json").exists():
         (Path(args.out) / "README.md").write_text(readme(Path(args.out)))
     print(f"regime check in {result['wall_s']} s -> {path}")

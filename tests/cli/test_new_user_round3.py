@@ -219,20 +219,34 @@ def test_source_options_name_the_key_and_the_type_in_english(tmp_path, options, 
 
 
 # -- scripts/make_organism.py ------------------------------------------------------------------
-def _script_module():
+def _script_module(name: str = "make_organism"):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_organism",
-                                                  REPO / "scripts" / "make_organism.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_make_organism_explains_every_option_and_names_bad_values():
-    parser = _script_module().parser()
+@pytest.mark.parametrize("script", ["make_organism", "make_opchain_organism"])
+def test_both_organism_scripts_offer_every_pretraining_field_with_its_default(script):
+    from dataclasses import fields
+
+    from pope_train.organism_model import OrganismConfig
+
+    parser = _script_module(script).parser()
     undocumented = [a.option_strings[0] for a in parser._actions if not a.help]
     assert undocumented == []
+    # The opchain family pretrains on every rare count, so its difficulties are not an option.
+    own = {"restate"} | ({"difficulties"} if script == "make_opchain_organism" else set())
+    offered = {a.dest: a.default for a in parser._actions}
+    base = OrganismConfig()
+    for f in fields(OrganismConfig):
+        if f.name not in own:
+            assert offered[f.name] == getattr(base, f.name), f.name
+
+
+def test_make_organism_explains_every_option_and_names_bad_values():
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "make_organism.py"), "--out",
                           "x", "--difficulties", "1,two"], capture_output=True, text=True)
     assert res.returncode == 2

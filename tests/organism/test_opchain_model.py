@@ -63,7 +63,20 @@ def test_the_command_pretrains_and_checks_the_regime_under_three_wordings(tmp_pa
     text = (out / "README.md").read_text()  # the folder explains itself
     assert record["command"] in text and re.search(r"\| 0 \| [0-2] of 2 \|", text)
     assert "`no-revisit` wording" in text and "`continue` wording" in text
-    assert (out / "snapshots" / "step-1" / "model.safetensors").exists()
+    snap = out / "snapshots" / "step-1"
+    assert (snap / "model.safetensors").exists()
+    # A snapshot checked on its own takes its run's record and says which step it is.
+    checked = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_opchain_organism.py"), "--out", str(snap),
+         "--check-only", "--check-difficulties", "0", "--check-guided", "2",
+         "--check-problems", "1", "--k", "2", "--n", "1", "--max-tokens", "8"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    snap_record = json.loads((snap / "pretrain.json").read_text())
+    assert snap_record["snapshot_step"] == 1 and snap_record["command"] == record["command"]
+    assert (snap / "loss.png").exists() and (snap / "regime.json").exists()
+    assert "saved after step 1** of that pretraining's 2 steps" in (snap / "README.md").read_text()
+    assert "saved after step" not in text
     bad = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "make_opchain_organism.py"), "--out",
          str(tmp_path / "refused"), "--max-steps", "2", "--snapshots", "2", "--skip-check"],
