@@ -216,7 +216,7 @@ def test_end_to_end_on_math500_with_the_tiny_model(tmp_path, data_dir, hf_engine
 def test_kill_9_mid_search_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_dir):
     # The reference holds every probe at once (window 256); the killed run streams them 3
     # samples at a time, so the kill lands mid-stream with probes of several problems in flight.
-    args = ["build", "--limit", "6", *TINY]
+    args = ["build", "--limit", "4", *TINY]
     ref = _run_cli([*args, "--out", str(tmp_path / "ref")])
     args += ["--batch-samples", "3"]
     out_ref, _ = ref.communicate(timeout=1200)

@@ -102,7 +102,7 @@ def test_k_larger_than_n_is_an_error():
 
 @pytest.mark.slow
 def test_end_to_end_on_the_tiny_model(tmp_path, hf_engine):
-    cfg = _config(tmp_path, n=4, max_tokens=48, temperature=0.8, top_p=0.95)
+    cfg = _config(tmp_path, n=4, max_tokens=24, temperature=0.8, top_p=0.95)
     summary = run_pass_at_k(cfg, engine=hf_engine)
     per = pl.read_parquet(tmp_path / "run" / "per_problem.parquet")
     assert per.height == 5 and per["n"].to_list() == [4] * 5
@@ -110,7 +110,7 @@ def test_end_to_end_on_the_tiny_model(tmp_path, hf_engine):
         expected = sum(passk.pass_at_k(n, c, k) for n, c in zip(per["n"], per["correct"])) / 5
         assert summary["pass_at_k"][str(k)]["estimate"] == pytest.approx(expected)
     samples = pl.read_parquet(tmp_path / "run" / "samples.parquet")
-    assert (samples["tokens"] > 0).all() and (samples["tokens"] <= 48).all()
+    assert (samples["tokens"] > 0).all() and (samples["tokens"] <= 24).all()
     assert set(samples["finish_reason"]) <= {"stop", "length"}
 
     class Refuse(Engine):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.organism import QUICK
 from pope_data.export import PrefixChoice, write_export
 from pope_data.records import Problem
 from pope_data.synthetic import generate_synthetic
@@ -75,11 +76,14 @@ def one_problem_export(tmp_path_factory) -> Path:
 ROOT = Path(__file__).resolve().parents[2]
 # The quick organism study's arms: the paper's pair and the guidance arms (pope_train.guidance).
 STUDY_ARMS = ("pope", "hard_only", "pope_online", "ghpo", "fixed_ratio")
+# The quick study's size (bench/organism.py): steps, evaluation and refresh interval.
+QUICK_STEPS, QUICK_EVERY = QUICK["steps"], QUICK["eval_every"]
+assert QUICK["refresh_every"] == QUICK_EVERY and QUICK_STEPS == 2 * QUICK_EVERY
 
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Path:
-    """`bench/organism.py --quick` (20 steps per arm, one seed) into a fresh folder."""
+    """`bench/organism.py --quick` (QUICK: 10 steps per arm, one seed) into a fresh folder."""
     import subprocess
     import sys
 

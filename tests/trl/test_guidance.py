@@ -1,6 +1,6 @@
 """Guidance during training (pope_train.guidance, pope_train.backends.trl.trainer): the rules on small
 inputs, the refresh through pope's journal with the real organism, and the three guidance arms
-of the quick organism study (the `study` fixture: 20 real TRL GRPO steps per arm).
+of the quick organism study (the `study` fixture: 10 real TRL GRPO steps per arm).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pope_train.guidance.table import (
     refresh,
     refresh_fingerprint,
 )
+from tests.trl.conftest import QUICK_EVERY, QUICK_STEPS
 
 ROOT = Path(__file__).resolve().parents[2]
 ORGANISM = ROOT / "tests" / "data" / "organism"
@@ -158,17 +159,18 @@ def _steps(study: Path, arm: str) -> list[dict]:
 def test_online_pope_refreshes_through_its_journal_and_never_lengthens_a_prefix(study):
     run = study / "t0" / "runs" / "pope_online-s0"
     records = [r for r in read_metrics(run / "metrics.jsonl") if "refresh_step" in r]
-    assert [r["refresh_step"] for r in records] == [10]  # every 10 steps, not after the last
+    # every QUICK_EVERY steps, not after the last
+    assert [r["refresh_step"] for r in records] == [QUICK_EVERY]
     assert all(set(REFRESH_FIELDS) <= set(r) for r in records)
     assert records[0]["refresh_tokens"] > 0 and records[0]["refresh_samples"] > 0
     history = [json.loads(x) for x in (run / "guidance" / "refreshes.jsonl").read_text().splitlines()]
-    assert history[0]["start"] and [h["refresh_step"] for h in history] == [0, 10]
+    assert history[0]["start"] and [h["refresh_step"] for h in history] == [0, QUICK_EVERY]
     before, after = history[0]["prefix"], history[-1]["prefix"]
     assert before.keys() == after.keys() == _hard_ids(study)
     assert all(after[p] <= before[p] for p in before)
     conn = sqlite3.connect(run / "guidance" / "journal.sqlite")
     assert conn.execute("SELECT DISTINCT stage FROM probes").fetchall() == [
-        ("refresh-step-000010",)]
+        (f"refresh-step-{QUICK_EVERY:06d}",)]
     assert conn.execute("SELECT SUM(tokens) FROM probes").fetchone()[0] == \
         records[0]["refresh_tokens"]
 
@@ -193,7 +195,7 @@ def test_online_pope_keeps_two_rows_per_hard_problem_with_the_unguided_half_unch
 def test_every_arm_counts_the_tokens_it_generates_and_shows(study):
     for arm in ("pope", "pope_online", "fixed_ratio", "ghpo", "hard_only"):
         steps = _steps(study, arm)
-        assert len(steps) == 20
+        assert len(steps) == QUICK_STEPS
         assert all(r["rollout_tokens"] > 0 for r in steps)
         shown = sum(r["guidance_tokens"] for r in steps)
         assert (shown == 0) == (arm == "hard_only"), arm
@@ -213,8 +215,9 @@ def test_fixed_ratio_shows_half_the_solution_then_a_quarter(study):
     seg = next(iter(table.problems.values())).segmentation
     tok = len(seg.prefix(ratio_prefix(seg, 0.5))), len(seg.prefix(ratio_prefix(seg, 0.25)))
     assert tok[0] > tok[1]
-    first = [r["guidance_tokens"] for r in steps[:10] if r["guidance_tokens"]]
-    second = [r["guidance_tokens"] for r in steps[10:] if r["guidance_tokens"]]
+    half = QUICK_STEPS // 2  # two equal phases
+    first = [r["guidance_tokens"] for r in steps[:half] if r["guidance_tokens"]]
+    second = [r["guidance_tokens"] for r in steps[half:] if r["guidance_tokens"]]
     assert first and second
     assert sum(first) / len(first) > sum(second) / len(second)
 

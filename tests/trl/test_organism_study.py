@@ -1,5 +1,5 @@
 """The model-organism study end to end, at CI size: the committed organism -> `pope-data build
---source organism` -> 20 TRL GRPO steps of each arm -> `pope-eval pass-at-k` -> tables and
+--source organism` -> 10 TRL GRPO steps of each arm -> `pope-eval pass-at-k` -> tables and
 figures, all through `bench/organism.py --quick` and the command lines it calls (the `study`
 fixture, tests/trl/conftest.py; the guidance arms' own checks: test_guidance_study.py).
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from pope_train.backends.trl.metrics import EVAL_FIELDS, read_metrics
-from tests.trl.conftest import STUDY_ARMS
+from tests.trl.conftest import QUICK_EVERY, QUICK_STEPS, STUDY_ARMS
 
 ROOT = Path(__file__).resolve().parents[2]
 ORGANISM = ROOT / "tests" / "data" / "organism"
@@ -39,7 +39,7 @@ def test_pope_learns_from_guided_rollouts_and_hard_only_gets_no_update_without_a
     pope = [r for r in read_metrics(study / "t0" / "runs" / "pope-s0" / "metrics.jsonl") if "step" in r]
     hard = [r for r in read_metrics(study / "t0" / "runs" / "hard_only-s0" / "metrics.jsonl")
             if "step" in r]
-    assert len(pope) == len(hard) == 20
+    assert len(pope) == len(hard) == QUICK_STEPS
     assert any((r["reward_guided"] or 0) > 0 for r in pope)
     assert any(r["grad_norm"] > 0 for r in pope)
     assert all(r["reward_guided"] is None for r in hard)
@@ -59,7 +59,7 @@ def test_the_evaluation_callback_and_pope_eval_report_every_arm(study):
     for arm in STUDY_ARMS:
         evals = [r for r in read_metrics(study / "t0" / "runs" / f"{arm}-s0" / "metrics.jsonl")
                  if "eval_step" in r]
-        assert [r["eval_step"] for r in evals] == [0, 10, 20]
+        assert [r["eval_step"] for r in evals] == [0, QUICK_EVERY, QUICK_STEPS]
         assert all(set(EVAL_FIELDS) <= set(r) for r in evals)
         assert evals[0]["eval_solvable"] == 0.0  # the hard set, by construction
         summary = json.loads((study / "t0" / "eval" / f"{arm}-s0" / "summary.json").read_text())
@@ -71,3 +71,39 @@ def test_the_evaluation_callback_and_pope_eval_report_every_arm(study):
     assert "| pope |" in table and "| hard_only |" in table and "| base |" in table
     for png in ("solvable.png", "pass_at_k.png"):
         assert (study / png).stat().st_size > 5000
+
+
+def test_the_records_of_a_study_restore_into_a_folder_that_summarises_them_without_training(
+        study, tmp_path):
+    """bench/study_records.py: what a session keeps of its part, and the next part's start."""
+    import subprocess
+    import sys
+
+    records, again = tmp_path / "records", tmp_path / "again"
+    # A run still training is left out by name, never half kept.
+    cut = study / "t0" / "runs" / "pope-s9"
+    (cut / "checkpoint-5").mkdir(parents=True)
+    try:
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "study_records.py"), "save",
+                              str(study), str(records)], capture_output=True, text=True, check=True,
+                             cwd=ROOT).stdout
+    finally:
+        (cut / "checkpoint-5").rmdir()
+        cut.rmdir()
+    assert f"saved 1 builds and {len(STUDY_ARMS)} runs" in out
+    assert "left out: t0/runs/pope-s9: training" in out
+    kept = [p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file()]
+    assert not [p for p in kept if p.endswith((".safetensors", ".pt", ".sqlite"))
+                or "checkpoint-" in p]
+    assert "t0/runs/pope-s0/metrics.jsonl" in kept and "t0/eval/pope-s0/summary.json" in kept
+    assert "t0/build/export/hard/validation.parquet" in kept
+    subprocess.run([sys.executable, str(ROOT / "bench" / "study_records.py"), "restore",
+                    str(records), str(again)], check=True, cwd=ROOT, capture_output=True)
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "organism.py"), "--out", str(again),
+                          "--quick", "--arms", ",".join(STUDY_ARMS), "--seeds", "0"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"{len(STUDY_ARMS)} training runs ({len(STUDY_ARMS)} finished before)" in res.stdout
+    first, second = (json.loads((d / "results.json").read_text()) for d in (study, again))
+    for key in ("summaries", "final_solvable", "pass_at_k", "decisions"):
+        assert second[key] == first[key], key
