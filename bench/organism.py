@@ -15,7 +15,8 @@ Every stage runs through pope's own command line, as a user would type it:
    held-out pass@k on the live policy into metrics.jsonl.
    The guidance arms (`pope_online`, `ghpo`, `fixed_ratio`) are configs too; `--refresh-every`
    and `--refresh-n` go to `pope_online`.
-3. `pope-eval pass-at-k` of the base organism and of every final policy on the held-out hard split.
+3. `pope-eval pass-at-k` of the base organism and of every final policy (as soon as it is
+   trained) on the held-out hard split.
 4. DIR/results.json, DIR/results.md (tables, the pre-registered decision rule applied) and the
    figures DIR/solvable.png (solvable fraction against steps, mean and min-max band over seeds),
    DIR/solvable_tokens.png (against tokens generated: rollouts, regenerations and re-search) and
@@ -424,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         arm, recipe, model, b, t, seed = item
         dest = train(args, recipe, model, b, _run_dir(out, item), seed)
         say(f"trained {arm}, task seed {t}, seed {seed}")
+        # Scored as soon as it is trained, so a study cut short holds every finished run whole
+        # (bench/study_records.py keeps only scored runs).
+        evaluate(args, str(dest / "final"), base_builds[t] / "held_out_hard.jsonl",
+                 out / f"t{t}" / "eval" / f"{arm}-s{seed}")
         return dest
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
