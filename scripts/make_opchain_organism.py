@@ -122,7 +122,8 @@ def readme(out: Path) -> str:
         f"    {record['command']}", "",
         f"{record['demonstrations']['count']:,} demonstrations, rare-operation weights "
         f"{record['rare_weights']}, {record['demonstrations']['guided']:,} guided (wordings pope, "
-        f"no-revisit, continue; restate {cfg['restate']}); " + made[0], made[1],
+        f"no-revisit, continue; restate {cfg['restate']})" + ("; " if snapshot is None else ". ")
+        + made[0], made[1],
         f"regime.json ({regime['config']['problems']} problems per row, temperature "
         f"{regime['config']['temperature']:g}, {regime['wall_s']:,.0f} s):", "",
         "| rare operations | unguided correct | problems solved |", "|---:|---:|---:|"]

@@ -83,3 +83,32 @@ def test_the_command_pretrains_and_checks_the_regime_under_three_wordings(tmp_pa
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert bad.returncode == 2 and "snapshots" in bad.stderr.splitlines()[-1]
     assert not (tmp_path / "refused").exists()  # refused before anything is written
+
+
+def test_the_committed_opchain_organism_solves_easy_problems_and_fails_the_hard_count():
+    """tests/data/organism_opchain through pope's engine, greedy: chains with no rare operation
+    are solved (regime.json: 446 of 512 sampled), chains of the study's hard count (6 rare
+    operations: 0 of 512 sampled) are not."""
+    from pope_eval.engines import EngineConfig, GenerationRequest, Sampling, make_engine
+    from pope_eval.prompts import problem_messages
+    from pope_eval.scoring import generate_and_grade
+
+    model = ROOT / "tests" / "data" / "organism_opchain"
+    regime = json.loads((model / "regime.json").read_text())
+    assert sum(regime["unguided"]["6"]["per_problem"]) == 0
+    engine = make_engine(EngineConfig(engine="transformers", model=str(model), seed=0))
+    greedy = Sampling(max_tokens=288, temperature=0.0)
+    try:
+        solved = {}
+        for rare in (0, 6):
+            problems = generate_opchain(8, seed=0, difficulty=rare)
+            graded = generate_and_grade(
+                engine, [GenerationRequest(messages=tuple(problem_messages(p.problem)), n=1,
+                                           sampling=greedy, seed=i)
+                         for i, p in enumerate(problems)], [p.answer for p in problems])
+            assert all(g.result.samples[0].text.splitlines()[-1].startswith("The answer is ")
+                       for g in graded)
+            solved[rare] = sum(g.correct for g in graded)
+    finally:
+        engine.close()
+    assert solved[0] >= 6 and solved[6] == 0, solved
