@@ -4,6 +4,7 @@ and the seeded command that pretrains it and checks its regime under three wordi
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -112,3 +113,26 @@ def test_the_committed_opchain_organism_solves_easy_problems_and_fails_the_hard_
     finally:
         engine.close()
     assert solved[0] >= 6 and solved[6] == 0, solved
+
+
+def test_pope_data_build_on_the_committed_opchain_organism_curates_its_hard_count(tmp_path):
+    """docs/organism.md's build command at a small size, through the CLI: the hard count's
+    problems are 0 of k, the easy ones are solved, and every hard problem gets a prefix."""
+    import polars as pl
+
+    out = tmp_path / "build"
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "pope-data"), "build", "--source", "opchain",
+         "--source-option", "difficulty=6", "--source-option", "easy_difficulty=0",
+         "--model", str(ROOT / "tests" / "data" / "organism_opchain"), "--engine", "transformers",
+         "--limit", "6", "--k", "16", "--n", "4", "--max-tokens", "288",
+         "--validation-fraction", "0.0", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    curate = pl.read_parquet(out / "curate.parquet")
+    hard, easy = curate.filter(pl.col("hard")), curate.filter(~pl.col("hard"))
+    assert hard.height == 3 and (hard["correct"] == 0).all()  # 6 rare: 0 of 512 in regime.json
+    assert easy.height == 3 and (easy["correct"] >= 1).all()
+    prefixes = pl.read_parquet(out / "prefixes.parquet")
+    assert set(prefixes["problem_id"]) == set(hard["id"])
