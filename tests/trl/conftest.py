@@ -93,3 +93,21 @@ def study(tmp_path_factory) -> Path:
                          capture_output=True, text=True, cwd=ROOT, timeout=1800)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def opchain_study(tmp_path_factory) -> Path:
+    """`bench/organism.py --quick --source opchain` (pope and hard_only, one seed): the second
+    family end to end on its committed organism, with 16 unguided samples and 4 per probed
+    prefix (the family's hard chains fail nearly every probe, so the search probes them all) and
+    easy chains with no rare operation."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("opchain_study") / "quick"
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "organism.py"), "--out", str(out),
+                          "--quick", "--source", "opchain", "--arms", "pope,hard_only",
+                          "--seeds", "0", "--k", "16", "--n", "4", "--easy-difficulty", "0"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out

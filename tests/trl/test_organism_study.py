@@ -107,3 +107,27 @@ def test_the_records_of_a_study_restore_into_a_folder_that_summarises_them_witho
     first, second = (json.loads((d / "results.json").read_text()) for d in (study, again))
     for key in ("summaries", "final_solvable", "pass_at_k", "decisions"):
         assert second[key] == first[key], key
+
+
+def test_the_opchain_family_runs_the_same_study_end_to_end(opchain_study):
+    """The second family through the same command: its build curates 6-rare-operation chains as
+    hard (0 of k) and chains with no rare operation as easy, both arms train and are scored on
+    held-out problems."""
+    curate = pl.read_parquet(opchain_study / "t0" / "build" / "curate.parquet")
+    hard = curate.filter(pl.col("hard"))
+    assert hard.height >= 4 and (hard["correct"] == 0).all() and (hard["k"] >= 16).all()
+    assert curate.filter(~pl.col("hard")).height >= 4
+    problems = pl.read_parquet(opchain_study / "t0" / "build" / "problems.parquet")
+    assert all(i.startswith("opchain-") for i in problems["id"])
+    for arm in ("pope", "hard_only"):
+        steps = [r for r in read_metrics(opchain_study / "t0" / "runs" / f"{arm}-s0"
+                                         / "metrics.jsonl") if "step" in r]
+        assert len(steps) == QUICK_STEPS
+        summary = json.loads((opchain_study / "t0" / "eval" / f"{arm}-s0" / "summary.json")
+                             .read_text())
+        assert "8" in summary["pass_at_k"]
+    results = json.loads((opchain_study / "results.json").read_text())
+    settings = results["settings"]
+    assert settings["source"] == "opchain" and settings["difficulty"] == 6
+    assert settings["easy_difficulty"] == 0
+    assert set(results["summaries"]) == {"pope", "hard_only"}
