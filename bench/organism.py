@@ -421,14 +421,21 @@ def main(argv: list[str] | None = None) -> int:
     say(f"{len(plan)} training runs ({len(plan) - len(todo)} finished before), {args.jobs} at "
         "a time")
 
+    def score(item):
+        """pope-eval of one trained run (arm, task seed, seed) on its draw's held-out hard split;
+        skipped when its summary is there."""
+        arm, t, seed = item
+        dest = out / f"t{t}" / "runs" / f"{arm}-s{seed}"
+        return item, evaluate(args, str(dest / "final"), base_builds[t] / "held_out_hard.jsonl",
+                              out / f"t{t}" / "eval" / f"{arm}-s{seed}")
+
     def one(item):
         arm, recipe, model, b, t, seed = item
         dest = train(args, recipe, model, b, _run_dir(out, item), seed)
         say(f"trained {arm}, task seed {t}, seed {seed}")
         # Scored as soon as it is trained, so a study cut short holds every finished run whole
         # (bench/study_records.py keeps only scored runs).
-        evaluate(args, str(dest / "final"), base_builds[t] / "held_out_hard.jsonl",
-                 out / f"t{t}" / "eval" / f"{arm}-s{seed}")
+        score((arm, t, seed))
         return dest
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -442,13 +449,6 @@ def main(argv: list[str] | None = None) -> int:
                       for d in (out / f"t{t}" / "runs").glob(f"{arm}-s*")
                       if d.name.rsplit("-s", 1) == [arm, d.name.rsplit("-s", 1)[1]]
                       and d.name.rsplit("-s", 1)[1].isdigit() and _trained(d)})
-
-    def score(item):
-        arm, t, seed = item
-        data = base_builds[t] / "held_out_hard.jsonl"
-        dest = out / f"t{t}" / "runs" / f"{arm}-s{seed}"
-        return item, evaluate(args, str(dest / "final"), data,
-                              out / f"t{t}" / "eval" / f"{arm}-s{seed}")
 
     base_evals = {t: evaluate(args, args.model, base_builds[t] / "held_out_hard.jsonl",
                               out / f"t{t}" / "eval" / "base") for t in args.task_seeds}

@@ -43,12 +43,15 @@ def _copy_tree(src: Path, dest: Path, *, overwrite: bool) -> int:
     for f in sorted(src.rglob("*")):
         if f.is_file() and _kept(f.relative_to(src)):
             target = dest / f.relative_to(src)
-            if target.exists() and not overwrite:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, target)
-            n += 1
+            if overwrite or not target.exists():
+                n += _copy_file(f, target)
     return n
+
+
+def _copy_file(f: Path, target: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(f, target)
+    return 1
 
 
 def finished(study: Path) -> tuple[list[Path], list[Path], list[str]]:
@@ -82,7 +85,7 @@ def save(study: Path, records: Path) -> int:
         n += _copy_tree(b, records / b.relative_to(study), overwrite=True)
         log = b.parent / f"{b.name}.log"
         if log.exists():
-            n += _copy_tree_file(log, records / log.relative_to(study))
+            n += _copy_file(log, records / log.relative_to(study))
     for r in runs:
         rel = r.relative_to(study)
         n += _copy_tree(r, records / rel, overwrite=True)
@@ -92,23 +95,17 @@ def save(study: Path, records: Path) -> int:
         n += _copy_tree(ev, records / ev.relative_to(study), overwrite=True)
         for log in (r.parent / f"{r.name}.log", ev.parent / f"{r.name}.log"):
             if log.exists():
-                n += _copy_tree_file(log, records / log.relative_to(study))
-    for task in sorted(study.glob("t*/eval/base")):
-        if (task / "summary.json").exists():
-            n += _copy_tree(task, records / task.relative_to(study), overwrite=True)
+                n += _copy_file(log, records / log.relative_to(study))
+    for base in sorted(study.glob("t*/eval/base")):
+        if (base / "summary.json").exists():
+            n += _copy_tree(base, records / base.relative_to(study), overwrite=True)
     for name in ("results.json", "results.md"):
         if (study / name).exists():
-            n += _copy_tree_file(study / name, records / name)
+            n += _copy_file(study / name, records / name)
     print(f"saved {len(builds)} builds and {len(runs)} runs ({n} files) to {records}")
     for line in left:
         print(f"  left out: {line}")
     return 0
-
-
-def _copy_tree_file(f: Path, target: Path) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(f, target)
-    return 1
 
 
 def restore(records: Path, study: Path) -> int:
