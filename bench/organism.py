@@ -326,10 +326,14 @@ def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
     final_s = [e[-1]["eval_solvable"] for e in evals]
     per_run = {k: {"final_S": s, "guidance_tokens": float(t["guidance"]),
                    "total_tokens": float(t["total"]), "S_per_mtok": s / t["total"] * 1e6,
+                   # the run's own S curve (evaluation steps as in `curve`) for the per-run table
+                   "S_curve": [next(x["eval_solvable"] for x in e if x["eval_step"] == st)
+                               for st in steps],
                    # each zero-advantage share, the mean over the run's steps (where logged)
-                   **{key: v for key in ("zero_spread_groups", *(f for f, _ in ZERO_ADVANTAGE))
+                   **{key: v for key in ("reward_guided", "reward_unguided",
+                                         "zero_spread_groups", *(f for f, _ in ZERO_ADVANTAGE))
                       if (v := run_mean(rows, key)) is not None}}
-               for k, s, t, rows in zip(keys, final_s, tokens, per_seed)}
+               for k, s, t, e, rows in zip(keys, final_s, tokens, evals, per_seed)}
     return {"arm": arm, "curve": curve, "per_run": per_run,
             "reward_guided": mean_of("reward_guided"),
             "reward_unguided": mean_of("reward_unguided"),
@@ -528,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, rs in zip(summaries[arm]["per_run"], per_seed)]
     lines += ["", "Mean [min, max] over runs (task seed x training seed); held-out S = pope-eval "
               f"pass@{kmax} with {kmax} samples on the held-out hard split.", ""]
+    lines += per_run_table(summaries, kmax) + [""]
     lines += ["Decisions (bench/RESULTS.md has both rules' pre-registration): the range rule (the "
               "difference of means exceeds the larger seed range) and a paired bootstrap 95% CI "
               "of the mean difference over runs.", ""]
@@ -540,6 +545,27 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def per_run_table(summaries: dict, kmax: str) -> list[str]:
+    """Every run on its own row: S on the training hard problems at each evaluation step, the
+    run's mean guided and unguided group reward, its held-out S."""
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    def short(v: float) -> str:
+        return "0" if v == 0 else f"{v:.2f}".removeprefix("0")
+
+    steps = ", ".join(str(c["step"]) for c in next(iter(summaries.values()))["curve"])
+    rows = [[f"{arm}, {key}", ", ".join(short(v) for v in run["S_curve"]),
+             num(run.get("reward_guided")), num(run.get("reward_unguided")),
+             num(run.get("heldout_S"))]
+            for arm, s in summaries.items() for key, run in sorted(s["per_run"].items())]
+    return [f"Per run (t = task seed, s = training seed): S on the training hard problems at steps "
+            f"{steps}; the run's mean over steps of the guided and unguided groups' mean reward; "
+            f"held-out S (pass@{kmax}).", "",
+            *markdown_table(["run", "S at each evaluation", "guided reward", "unguided reward",
+                             "held-out S"], rows, numeric=[False, False, True, True, True])]
 
 
 def _counts(summary: dict) -> str:

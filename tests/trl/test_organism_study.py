@@ -69,6 +69,12 @@ def test_the_evaluation_callback_and_pope_eval_report_every_arm(study):
     assert results["final_solvable"]["pope"]["values"] and "H1 (S)" in results["decisions"]
     table = (study / "results.md").read_text()
     assert "| pope |" in table and "| hard_only |" in table and "| base |" in table
+    for arm in STUDY_ARMS:  # each run on its own row: its S curve, rewards and held-out S
+        row = next(line for line in table.splitlines() if line.startswith(f"| {arm}, t0-s0 |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        run = results["summaries"][arm]["per_run"]["t0-s0"]
+        assert len(cells[1].split(", ")) == len(run["S_curve"]) == 3
+        assert float(cells[4]) == round(run["heldout_S"], 3)
     for png in ("solvable.png", "pass_at_k.png"):
         assert (study / png).stat().st_size > 5000
 
