@@ -143,6 +143,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="pope_online: re-search the prefixes every N steps")
     ap.add_argument("--refresh-n", type=int_at_least("--refresh-n", 1), default=None,
                     help="pope_online: samples per probed prefix (default --n, the build's)")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="build and train nothing: summarise the finished runs of these arms and "
+                         "task draws (a study in progress or cut short); a trained run not yet "
+                         "scored is scored first")
     ap.add_argument("--hypotheses", type=Path, default=HYPOTHESES,
                     help="the hypotheses judged (a JSON list of name, better, worse, metric, "
                          "direction), default bench/hypotheses.json")
@@ -208,6 +212,9 @@ def build(args: argparse.Namespace, model: str, guidance: str, dest: Path,
     """`pope-data build` of one task draw (skipped when finished), and its held-out hard split
     (dest/held_out_hard.jsonl), at least --min-held-out problems."""
     if not ((dest / "export" / "README.md").exists() or (dest / "summary.json").exists()):
+        if args.summary_only:
+            raise SystemExit(f"--summary-only: {dest} holds no finished build of task seed "
+                             f"{task_seed}; drop the task seed or run the study without it")
         run_logged(build_command(args, model, guidance, dest, task_seed),
                    dest.parent / f"{dest.name}.log", threads=2)
     data = held_out_hard(dest, dest / "held_out_hard.jsonl")
@@ -424,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     todo = [p for p in plan if not _trained(_run_dir(out, p))]
     say(f"{len(plan)} training runs ({len(plan) - len(todo)} finished before), {args.jobs} at "
         "a time")
+    unfinished = [f"{arm} t{t}-s{seed}" for arm, *_, t, seed in todo]
+    if args.summary_only:
+        say(f"summary only: {len(unfinished)} unfinished runs left out"
+            + (f" ({', '.join(unfinished)})" if unfinished else ""))
+        plan, todo = [p for p in plan if p not in todo], []
 
     def score(item):
         """pope-eval of one trained run (arm, task seed, seed) on its draw's held-out hard split;
@@ -453,9 +465,12 @@ def main(argv: list[str] | None = None) -> int:
                       for d in (out / f"t{t}" / "runs").glob(f"{arm}-s*")
                       if d.name.rsplit("-s", 1) == [arm, d.name.rsplit("-s", 1)[1]]
                       and d.name.rsplit("-s", 1)[1].isdigit() and _trained(d)})
+    if not found:
+        raise SystemExit("no finished run of these arms and task seeds to summarise")
 
     base_evals = {t: evaluate(args, args.model, base_builds[t] / "held_out_hard.jsonl",
-                              out / f"t{t}" / "eval" / "base") for t in args.task_seeds}
+                              out / f"t{t}" / "eval" / "base")
+                  for t in sorted({t for _, t, _ in found})}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         scored = list(pool.map(score, found))
     runs_by_arm: dict[str, dict[str, Path]] = {}
@@ -536,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["Decisions (bench/RESULTS.md has both rules' pre-registration): the range rule (the "
               "difference of means exceeds the larger seed range) and a paired bootstrap 95% CI "
               "of the mean difference over runs.", ""]
+    if args.summary_only and unfinished:
+        lines += [f"A partial summary: {len(unfinished)} planned runs were not finished and are "
+                  "left out, so these decisions are not the study's verdicts.", ""]
     lines += markdown_table(
         ["hypothesis", "comparison", "metric", "range rule", "difference [95% CI]", "bootstrap"],
         [[name, f"{d['better']} {'>' if d['direction'] == 'higher' else 'fewer than'} "

@@ -113,6 +113,18 @@ def test_the_records_of_a_study_restore_into_a_folder_that_summarises_them_witho
     first, second = (json.loads((d / "results.json").read_text()) for d in (study, again))
     for key in ("summaries", "final_solvable", "pass_at_k", "decisions"):
         assert second[key] == first[key], key
+    # A study in progress: --summary-only trains nothing, names the runs it leaves out, and
+    # summarises the finished ones as the full call does.
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "organism.py"), "--out", str(again),
+                          "--quick", "--arms", ",".join(STUDY_ARMS), "--seeds", "0,1",
+                          "--summary-only"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    left = ", ".join(f"{arm} t0-s1" for arm in STUDY_ARMS)
+    assert f"summary only: {len(STUDY_ARMS)} unfinished runs left out ({left})" in res.stdout
+    assert not list(again.glob("t0/runs/*-s1"))
+    partial = json.loads((again / "results.json").read_text())
+    assert partial["summaries"] == first["summaries"]
+    assert "A partial summary: " in (again / "results.md").read_text()
 
 
 def test_the_opchain_family_runs_the_same_study_end_to_end(opchain_study):
