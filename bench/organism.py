@@ -314,10 +314,11 @@ def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
     per_seed = [read_metrics(runs[k] / "metrics.jsonl") for k in keys]
     evals = [[x for x in rows if "eval_step" in x] for rows in per_seed]
     tokens = [run_tokens(rows, rollouts) for rows in per_seed]
-    steps = sorted(set.intersection(*[{x["eval_step"] for x in e} for e in evals]))
+    by_step = [{x["eval_step"]: x for x in e} for e in evals]  # each run's evaluation per step
+    steps = sorted(set.intersection(*[set(b) for b in by_step]))
     curve = []
     for s in steps:
-        vals = [next(x for x in e if x["eval_step"] == s) for e in evals]
+        vals = [b[s] for b in by_step]
         curve.append({"step": s, "solvable": spread([v["eval_solvable"] for v in vals]),
                       "total_tokens": spread([t["at_eval"][s] for t in tokens]),
                       "pass_at_k": {k: spread([v["eval_pass_at_k"][k] for v in vals])
@@ -334,13 +335,12 @@ def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
     per_run = {k: {"final_S": s, "guidance_tokens": float(t["guidance"]),
                    "total_tokens": float(t["total"]), "S_per_mtok": s / t["total"] * 1e6,
                    # the run's own S curve (evaluation steps as in `curve`) for the per-run table
-                   "S_curve": [next(x["eval_solvable"] for x in e if x["eval_step"] == st)
-                               for st in steps],
+                   "S_curve": [b[st]["eval_solvable"] for st in steps],
                    # each zero-advantage share, the mean over the run's steps (where logged)
                    **{key: v for key in ("reward_guided", "reward_unguided",
                                          "zero_spread_groups", *(f for f, _ in ZERO_ADVANTAGE))
                       if (v := run_mean(rows, key)) is not None}}
-               for k, s, t, e, rows in zip(keys, final_s, tokens, evals, per_seed)}
+               for k, s, t, b, rows in zip(keys, final_s, tokens, by_step, per_seed)}
     return {"arm": arm, "curve": curve, "per_run": per_run,
             "reward_guided": mean_of("reward_guided"),
             "reward_unguided": mean_of("reward_unguided"),
@@ -441,8 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         """pope-eval of one trained run (arm, task seed, seed) on its draw's held-out hard split;
         skipped when its summary is there."""
         arm, t, seed = item
-        dest = out / f"t{t}" / "runs" / f"{arm}-s{seed}"
-        return item, evaluate(args, str(dest / "final"), base_builds[t] / "held_out_hard.jsonl",
+        return item, evaluate(args, str(_run_dir(out, item) / "final"),
+                              base_builds[t] / "held_out_hard.jsonl",
                               out / f"t{t}" / "eval" / f"{arm}-s{seed}")
 
     def one(item):
