@@ -232,6 +232,17 @@ def _run_dir(out: Path, item: tuple) -> Path:
     return out / f"t{t}" / "runs" / f"{arm}-s{seed}"
 
 
+def _finished_seeds(out: Path, arm: str, t: int) -> set[int]:
+    """The training seeds of `arm`'s finished runs on task seed `t` (the folders _run_dir names);
+    another arm whose name starts with `arm` (pope_online for pope) is not counted."""
+    seeds = set()
+    for d in (out / f"t{t}" / "runs").glob(f"{arm}-s*"):
+        name, _, seed = d.name.rpartition("-s")
+        if name == arm and seed.isdigit() and _trained(d):
+            seeds.add(int(seed))
+    return seeds
+
+
 def _trained(dest: Path) -> bool:
     return (dest / "final" / "config.json").exists()
 
@@ -460,11 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     # Every finished run of the arms on these task draws is summarised, those of earlier parts
     # with other --seeds included: a study runs in parts into one folder.
     found = sorted({(arm, t, seed) for arm, *_, t, seed in plan}
-                   | {(arm, t, int(d.name.rsplit("-s", 1)[1]))
-                      for arm in args.arms for t in args.task_seeds
-                      for d in (out / f"t{t}" / "runs").glob(f"{arm}-s*")
-                      if d.name.rsplit("-s", 1) == [arm, d.name.rsplit("-s", 1)[1]]
-                      and d.name.rsplit("-s", 1)[1].isdigit() and _trained(d)})
+                   | {(arm, t, seed) for arm in args.arms for t in args.task_seeds
+                      for seed in _finished_seeds(out, arm, t)})
     if not found:
         raise SystemExit("no finished run of these arms and task seeds to summarise")
 
@@ -475,8 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         scored = list(pool.map(score, found))
     runs_by_arm: dict[str, dict[str, Path]] = {}
     for arm, t, seed in found:
-        runs_by_arm.setdefault(arm, {})[f"t{t}-s{seed}"] = \
-            out / f"t{t}" / "runs" / f"{arm}-s{seed}"
+        runs_by_arm.setdefault(arm, {})[f"t{t}-s{seed}"] = _run_dir(out, (arm, t, seed))
     rollouts = args.prompts_per_step * args.num_generations
     summaries = {arm: summarise(arm, runs, rollouts) for arm, runs in runs_by_arm.items()}
     passk: dict[str, dict] = {"base": {
