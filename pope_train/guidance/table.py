@@ -64,7 +64,8 @@ def ratio_at(schedule: Sequence[float], step: int, max_steps: int) -> float:
 @dataclass(frozen=True)
 class GuidedProblem:
     """A training hard problem as guidance sees it: text, answer, segmented solution, and the
-    build's prefix (`start`: i*, or the fallback prefix when `found` is False)."""
+    build's prefix (`start`: i*; when `found` is False, the whole segments of the build's fallback
+    cut, at least one)."""
 
     id: str
     problem: str
@@ -121,7 +122,14 @@ def load_guided_problems(export_dir: str | Path, hard_ids: frozenset[str] | set[
                             f"{build / 'problems.parquet'}")
         seg = segment(source["solution"], mode)
         start = int(row["prefix_segments"])
-        if len(seg) != row["num_segments"] or seg.prefix(start) != row["prefix_text"]:
+        text = row["prefix_text"]
+        if row["fallback"] and len(seg) == row["num_segments"] and seg.text.startswith(text):
+            # POPE's fallback is a random cut under 1/4 at a whitespace, not at a segment end:
+            # a scheme that moves prefixes by segments starts from the whole segments it covers,
+            # at least one (a guided row shows guidance), never the whole solution.
+            start = max(k for k in range(len(seg)) if len(seg.prefix(k)) <= len(text))
+            start = min(max(start, 1), max(len(seg) - 1, 0))
+        elif len(seg) != row["num_segments"] or seg.prefix(start) != text:
             raise DataError(f"{prefix_file} row {i + 1}: problem {pid!r}: its solution, segmented "
                             f"with {mode!r}, does not give back the exported prefix")
         out[pid] = GuidedProblem(pid, source["problem"], str(source["answer"]), seg, start,

@@ -116,6 +116,38 @@ def test_static_shorter_and_istar_ratio_start_where_they_say(export):
     assert shorter.describe()["prefix"] != static.describe()["start_prefix"]
 
 
+def test_a_build_with_fallback_prefixes_starts_every_scheme_at_the_cuts_whole_segments(tmp_path):
+    # max prefix 0.2: the problems whose i* is 2 or 3 lines fall back to a random cut under 1/4,
+    # which ends inside a line; the schemes that move prefixes by segments must still load it.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    export = scripted_build(tmp_path / "b", max_prefix_fraction=0.2)
+    rows = {r["problem_id"]: r for r in pq.read_table(export / "prefixes" / "train.parquet")
+            .to_pylist()}
+    fallbacks = {pid for pid, r in rows.items() if r["fallback"]}
+    assert fallbacks and fallbacks != set(rows)
+    for name in ("online", "adaptive", "ghpo", "ratio", "istar_ratio", "shorter"):
+        problems = _scheme(name, export).problems
+        assert set(problems) == set(rows)
+        for pid in fallbacks:
+            p, cut = problems[pid], rows[pid]["prefix_text"]
+            assert not p.found and 1 <= p.start < len(p.segmentation)
+            assert p.segmentation.text.startswith(cut)
+            # the whole segments within the cut, or the first one when the cut ends inside it
+            assert len(p.segmentation.prefix(p.start)) <= len(cut) or p.start == 1
+            assert len(p.segmentation.prefix(p.start + 1)) > len(cut)
+    # a found prefix that the solution does not give back is still refused
+    original = pq.read_table(export / "prefixes" / "train.parquet")
+    table = original.to_pylist()
+    found = next(r for r in table if not r["fallback"])
+    found["prefix_text"] += " changed"
+    pq.write_table(pa.Table.from_pylist(table, schema=original.schema),
+                   export / "prefixes" / "train.parquet")
+    with pytest.raises(Exception, match="does not give back the exported prefix"):
+        _scheme("online", export)
+
+
 def _rows(export: Path, subset: str) -> list[dict]:
     import pyarrow.parquet as pq
 
