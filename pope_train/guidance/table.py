@@ -127,8 +127,7 @@ def load_guided_problems(export_dir: str | Path, hard_ids: frozenset[str] | set[
             # POPE's fallback is a random cut under 1/4 at a whitespace, not at a segment end:
             # a scheme that moves prefixes by segments starts from the whole segments it covers,
             # at least one (a guided row shows guidance), never the whole solution.
-            start = max(k for k in range(len(seg)) if len(seg.prefix(k)) <= len(text))
-            start = min(max(start, 1), max(len(seg) - 1, 0))
+            start = min(ratio_prefix(seg, len(text) / len(seg.text)), len(seg) - 1)
         elif len(seg) != row["num_segments"] or seg.prefix(start) != text:
             raise DataError(f"{prefix_file} row {i + 1}: problem {pid!r}: its solution, segmented "
                             f"with {mode!r}, does not give back the exported prefix")

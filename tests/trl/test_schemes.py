@@ -17,7 +17,7 @@ from pope_cli.train import app
 from typer.testing import CliRunner
 
 from pope_eval.engines import Sampling
-from pope_eval.errors import ConfigError
+from pope_eval.errors import ConfigError, DataError
 from pope_train.backends.trl.backend import TrlConfig
 from pope_train.backends.trl.metrics import STEP_FIELDS, read_metrics
 from pope_train.backends.trl.options import TrlOptions
@@ -144,7 +144,7 @@ def test_a_build_with_fallback_prefixes_starts_every_scheme_at_the_cuts_whole_se
     found["prefix_text"] += " changed"
     pq.write_table(pa.Table.from_pylist(table, schema=original.schema),
                    export / "prefixes" / "train.parquet")
-    with pytest.raises(Exception, match="does not give back the exported prefix"):
+    with pytest.raises(DataError, match="does not give back the exported prefix"):
         _scheme("online", export)
 
 
