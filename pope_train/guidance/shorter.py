@@ -21,7 +21,9 @@ class Shorter(GuidanceScheme):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.table is not None:
-            self.table.prefix = {pid: max(p.start - 1, 1) for pid, p in self.problems.items()}
+            # i* - 1, at least 1; a problem that starts unguided (a one-segment solution) stays so
+            self.table.prefix = {pid: min(p.start, max(p.start - 1, 1))
+                                 for pid, p in self.problems.items()}
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

@@ -46,12 +46,13 @@ def parse_ratios(spec: str, flag: str) -> tuple[float, ...]:
 
 def ratio_prefix(seg: Segmentation, ratio: float) -> int:
     """The longest prefix (in segments) whose share of the solution's characters is <= ratio,
-    at least one segment, never the whole solution (that would be the answer)."""
+    at least one segment, never the whole solution (that would be the answer): a solution of one
+    segment has no such prefix and gets 0 (its guided rows are shown unguided)."""
     best = 1
     for i in range(1, len(seg)):
         if seg.fraction(i) <= ratio:
             best = i
-    return min(best, max(len(seg) - 1, 1))
+    return max(min(best, len(seg) - 1), 0)
 
 
 def ratio_at(schedule: Sequence[float], step: int, max_steps: int) -> float:
@@ -65,7 +66,7 @@ def ratio_at(schedule: Sequence[float], step: int, max_steps: int) -> float:
 class GuidedProblem:
     """A training hard problem as guidance sees it: text, answer, segmented solution, and the
     build's prefix (`start`: i*; when `found` is False, the whole segments of the build's fallback
-    cut, at least one)."""
+    cut, at least one; 0 when the solution is a single segment)."""
 
     id: str
     problem: str
@@ -126,8 +127,9 @@ def load_guided_problems(export_dir: str | Path, hard_ids: frozenset[str] | set[
         if row["fallback"] and len(seg) == row["num_segments"] and seg.text.startswith(text):
             # POPE's fallback is a random cut under 1/4 at a whitespace, not at a segment end:
             # a scheme that moves prefixes by segments starts from the whole segments it covers,
-            # at least one (a guided row shows guidance), never the whole solution.
-            start = min(ratio_prefix(seg, len(text) / len(seg.text)), len(seg) - 1)
+            # at least one (a guided row shows guidance), never the whole solution (a solution of
+            # one segment starts at 0: shown unguided).
+            start = ratio_prefix(seg, len(text) / len(seg.text))
         elif len(seg) != row["num_segments"] or seg.prefix(start) != text:
             raise DataError(f"{prefix_file} row {i + 1}: problem {pid!r}: its solution, segmented "
                             f"with {mode!r}, does not give back the exported prefix")

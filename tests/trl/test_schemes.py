@@ -148,6 +148,44 @@ def test_a_build_with_fallback_prefixes_starts_every_scheme_at_the_cuts_whole_se
         _scheme("online", export)
 
 
+def test_a_one_segment_solution_is_never_shown_whole_by_any_scheme(tmp_path):
+    # A solution of one segment (one line) has no prefix short of the answer: the build falls
+    # back to a cut inside it, and every scheme that moves prefixes by segments shows it unguided.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    export = scripted_build(tmp_path / "b", max_prefix_fraction=0.2)
+    prefixes = pq.read_table(export / "prefixes" / "train.parquet")
+    rows = prefixes.to_pylist()
+    row = next(r for r in rows if r["fallback"])
+    problems = pq.read_table(export.parent / "problems.parquet")
+    table = problems.to_pylist()
+    source = next(r for r in table if r["id"] == row["problem_id"])
+    source["solution"] = f"The answer is \\boxed{{{source['answer']}}}, from the sum of the terms."
+    row.update(num_segments=1, prefix_text=source["solution"][:12])
+    pq.write_table(pa.Table.from_pylist(table, schema=problems.schema),
+                   export.parent / "problems.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=prefixes.schema),
+                   export / "prefixes" / "train.parquet")
+    pid, solution = row["problem_id"], source["solution"]
+    guided = next(r for r in _rows(export, "mix")
+                  if r["extra_info"].get("guided") and r["extra_info"]["problem_id"] == pid)
+    for name in ("online", "adaptive", "ghpo", "ratio", "istar_ratio", "shorter"):
+        scheme = _scheme(name, export)
+        assert len(scheme.problems[pid].segmentation) == 1 and scheme.problems[pid].start == 0
+        shown = (scheme.prefix_at(pid, 0) if name in ("ratio", "istar_ratio")
+                 else scheme.table.prefix[pid])
+        assert shown == 0, name
+        rendered = scheme.table.render(guided, shown)
+        assert not rendered["extra_info"]["guided"], name
+        assert solution not in rendered["prompt"][-1]["content"], name
+    hints = GroupHints((0.25, 0.5, 1.0), _scheme("ghpo", export).table)
+    for ratio in (0.25, 0.5, 1.0):
+        hinted = hints.hinted(guided, ratio)
+        assert hinted["extra_info"]["prefix_segments"] == 0
+        assert solution not in hinted["prompt"][-1]["content"]
+
+
 def _rows(export: Path, subset: str) -> list[dict]:
     import pyarrow.parquet as pq
 
