@@ -74,6 +74,7 @@ class GuidedProblem:
     segmentation: Segmentation
     start: int
     found: bool
+    cut: str = ""  # the exported fallback prefix (a cut inside a segment), "" when i* was found
 
 
 def _read_rows(path: Path, what: str) -> list[dict[str, Any]]:
@@ -134,7 +135,8 @@ def load_guided_problems(export_dir: str | Path, hard_ids: frozenset[str] | set[
             raise DataError(f"{prefix_file} row {i + 1}: problem {pid!r}: its solution, segmented "
                             f"with {mode!r}, does not give back the exported prefix")
         out[pid] = GuidedProblem(pid, source["problem"], str(source["answer"]), seg, start,
-                                 row["i_star"] is not None and not row["fallback"])
+                                 row["i_star"] is not None and not row["fallback"],
+                                 text if row["fallback"] else "")
     if not out:
         raise ConfigError(f"export: {what} found none of the training hard problems in "
                           f"{prefix_file}")
@@ -281,6 +283,12 @@ def prefix_tokens(table: GuidanceTable, rows: Sequence[Mapping[str, Any]], group
     for lo in range(0, len(rows), group):
         info = rows[lo].get("extra_info") or {}
         pid, i = info.get("problem_id"), info.get("prefix_segments") or 0
-        if info.get("guided") and pid in table.problems and i:
-            total += count(table.problems[pid].segmentation.prefix(i))
+        if not info.get("guided") or pid not in table.problems:
+            continue
+        p = table.problems[pid]
+        if i:
+            total += count(p.segmentation.prefix(i))
+        elif info.get("fallback"):
+            # a row as exported (static guidance) shows the fallback cut: no whole segment
+            total += count(p.cut)
     return total

@@ -137,6 +137,15 @@ def test_a_build_with_fallback_prefixes_starts_every_scheme_at_the_cuts_whole_se
             # the whole segments within the cut, or the first one when the cut ends inside it
             assert len(p.segmentation.prefix(p.start)) <= len(cut) or p.start == 1
             assert len(p.segmentation.prefix(p.start + 1)) > len(cut)
+    # static guidance shows the rows as exported, and counts what they show: the cut itself for
+    # a fallback (its row has no whole segment), i*'s segments otherwise
+    static = _scheme("static", export, tmp_path / "run")
+    guided = [r for r in _rows(export, "mix") if r["extra_info"].get("guided")]
+    assert {r["extra_info"]["problem_id"] for r in guided} == set(rows)
+    for r in guided:
+        text = rows[r["extra_info"]["problem_id"]]["prefix_text"]
+        assert text and text in r["prompt"][-1]["content"]
+        assert static.shown([r], 1) == len(text)  # the test's token count is len
     # a found prefix that the solution does not give back is still refused
     original = pq.read_table(export / "prefixes" / "train.parquet")
     table = original.to_pylist()
