@@ -20,7 +20,8 @@ Every stage runs through pope's own command line, as a user would type it:
 4. DIR/results.json, DIR/results.md (tables, the pre-registered decision rule applied) and the
    figures DIR/solvable.png (solvable fraction against steps, mean and min-max band over seeds),
    DIR/solvable_tokens.png (against tokens generated: rollouts, regenerations and re-search) and
-   DIR/pass_at_k.png (held-out pass@k against k).
+   DIR/pass_at_k.png (held-out pass@k against k). A run's guidance tokens come from its
+   guidance_recount.json where bench/recount_guidance.py wrote one, and the tables say which.
 
 Runs go `--jobs` at a time, each on one thread (two torch processes of two threads each on a
 2-core machine spin-wait). A finished stage is skipped when the script is run again with the same
@@ -310,6 +311,17 @@ ZERO_ADVANTAGE = (("zero_spread_guided", "guided groups"), ("zero_spread_unguide
                   ("zero_gradient_tokens", "rollout tokens with no gradient"))
 
 
+def recounted(run: Path, rows: list[dict]) -> list[dict]:
+    """A run's metrics with its guidance tokens per step from RUN/guidance_recount.json where
+    bench/recount_guidance.py wrote one (runs logged before fallback prefixes were counted)."""
+    path = run / "guidance_recount.json"
+    if not path.is_file():
+        return rows
+    per_step = json.loads(path.read_text())["per_step"]
+    return [{**x, "guidance_tokens": per_step[str(x["step"])]} if "step" in x else x
+            for x in rows]
+
+
 def run_mean(rows: list[dict], key: str) -> float | None:
     """The mean of a step metric over one run's step records, None where it is not logged."""
     vals = [x[key] for x in rows if "step" in x and x.get(key) is not None]
@@ -322,7 +334,7 @@ def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
     from pope_train.backends.trl.metrics import read_metrics
 
     keys = list(runs)
-    per_seed = [read_metrics(runs[k] / "metrics.jsonl") for k in keys]
+    per_seed = [recounted(runs[k], read_metrics(runs[k] / "metrics.jsonl")) for k in keys]
     evals = [[x for x in rows if "eval_step" in x] for rows in per_seed]
     tokens = [run_tokens(rows, rollouts) for rows in per_seed]
     by_step = [{x["eval_step"]: x for x in e} for e in evals]  # each run's evaluation per step
@@ -361,6 +373,9 @@ def summarise(arm: str, runs: dict[str, Path], rollouts: int) -> dict:
             "zero_spread_groups": mean_of("zero_spread_groups"),
             **{key: mean_of(key) for key, _ in ZERO_ADVANTAGE},
             "steps_with_guided_reward": steps_with_guided_reward,
+            # runs whose guidance tokens come from bench/recount_guidance.py, not their log
+            "guidance_recounted": [k for k in keys
+                                   if (runs[k] / "guidance_recount.json").is_file()],
             "rollout_tokens": [t["rollout"] for t in tokens],
             "refresh_tokens": [t["refresh"] for t in tokens],
             "total_tokens": spread([float(t["total"]) for t in tokens]),
@@ -558,6 +573,12 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["Decisions (bench/RESULTS.md has both rules' pre-registration): the range rule (the "
               "difference of means exceeds the larger seed range) and a paired bootstrap 95% CI "
               "of the mean difference over runs.", ""]
+    recounts = [f"{arm} {k}" for arm, sm in summaries.items()
+                for k in sm.get("guidance_recounted", [])]
+    if recounts:
+        lines += [f"Guidance tokens of {len(recounts)} runs are recounted from their traces and "
+                  f"builds by bench/recount_guidance.py ({', '.join(recounts)}): they were logged "
+                  "before fallback prefixes were counted.", ""]
     if args.summary_only and unfinished:
         lines += [f"A partial summary: {len(unfinished)} planned runs were not finished and are "
                   "left out, so these decisions are not the study's verdicts.", ""]
