@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pope_eval.errors import PopeError  # noqa: E402
+
 RECOUNT = "guidance_recount.json"
 
 
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:
         try:
             r = recount(run)
-        except RecountError as exc:
+        except (RecountError, PopeError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
