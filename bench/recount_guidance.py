@@ -114,7 +114,9 @@ def recount(run: Path, count=None) -> dict[str, Any]:
     elif all(old_rule[k] == logged[k] for k in checked):
         rule = "fallback as 0"
     else:
-        k = next(k for k in checked if old_rule[k] != logged[k])
+        # the first step that neither count gives (else the first the recount does not give)
+        k = next((k for k in checked if logged[k] not in (per_step[k], old_rule[k])),
+                 next(k for k in checked if per_step[k] != logged[k]))
         raise RecountError(f"{run}: step {k} logged {logged[k]} guidance tokens; the recount "
                            f"gives {per_step[k]} (fallback rows as 0: {old_rule[k]}): the trace, "
                            "the build or the tokenizer is not the run's; not recounted")

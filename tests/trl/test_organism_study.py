@@ -149,3 +149,51 @@ def test_the_opchain_family_runs_the_same_study_end_to_end(opchain_study):
     assert settings["source"] == "opchain" and settings["difficulty"] == 6
     assert settings["easy_difficulty"] == 0
     assert set(results["summaries"]) == {"pope", "hard_only"}
+
+
+def test_the_guidance_recount_from_a_runs_trace_and_build_gives_what_the_trainer_logged(
+        opchain_study, tmp_path):
+    """bench/recount_guidance.py on a static POPE run whose build has fallback prefixes: from
+    guidance/steps.jsonl, the build and the run's tokenizer it gives every step's logged count,
+    fallback rows included; a run that logged no count gets the same total written beside it, and
+    bench/organism.py reads it; a log the recount does not reproduce is refused by step."""
+    import shutil
+    import subprocess
+    import sys
+
+    tool = [sys.executable, str(ROOT / "bench" / "recount_guidance.py")]
+    run = opchain_study / "t0" / "runs" / "pope-s0"
+    res = subprocess.run(tool + [str(run)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    row = next(line for line in res.stdout.splitlines() if line.startswith(f"| {run} "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    steps, logged_steps, rule, logged, total, differing, fallback = cells[1:]
+    assert (steps, logged_steps, rule, differing) == (str(QUICK_STEPS), str(QUICK_STEPS),
+                                                      "as recounted", "0")
+    assert float(logged) == int(total) > 0 and int(fallback) > 0
+
+    def copy_with(dest: Path, change) -> Path:
+        shutil.copytree(run, dest, ignore=shutil.ignore_patterns("checkpoint-*", "*.safetensors",
+                                                                  "*.pt"))
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        (dest / "metrics.jsonl").write_text("".join(json.dumps(change(x)) + "\n" for x in rows))
+        return dest
+
+    unlogged = copy_with(tmp_path / "unlogged", lambda x: {**x, "guidance_tokens": None}
+                         if "step" in x else x)
+    res = subprocess.run(tool + [str(unlogged), "--write"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    written = json.loads((unlogged / "guidance_recount.json").read_text())
+    assert written["logged_rule"] == "none logged" and written["total"] == int(total)
+    sys.path.insert(0, str(ROOT))
+    from bench.organism import recounted, run_tokens
+    rows = recounted(unlogged, read_metrics(unlogged / "metrics.jsonl"))
+    assert run_tokens(rows, 8)["guidance"] == int(total)
+
+    wrong = copy_with(tmp_path / "wrong", lambda x: {**x, "guidance_tokens": x["guidance_tokens"]
+                                                     + (x["step"] == 3)} if "step" in x else x)
+    res = subprocess.run(tool + [str(wrong), "--write"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert res.returncode == 1 and "step 3 logged" in res.stderr
+    assert not (wrong / "guidance_recount.json").exists()
