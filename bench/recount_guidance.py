@@ -12,10 +12,10 @@ Runs made before the count of fallback prefixes was mended (a static row whose b
 shows a cut inside a segment, and its whole-segment prefix is 0) logged such a row as 0 tokens, or
 logged no count at all. The recount is checked against the run's own log first: it must give
 every logged step's value exactly, either as it stands (a log made after the mend) or with
-fallback rows counted 0 (a log made before); a run that fails the check is refused. With `--write` it saves RUN/guidance_recount.json (per step, the
-total, the logged total and how many steps differ); `bench/organism.py` reads a run's guidance
-tokens from that file when it is there and from metrics.jsonl otherwise. metrics.jsonl is left as
-the run wrote it.
+fallback rows counted 0 (a log made before); a run that fails the check is refused. With
+`--write` it saves RUN/guidance_recount.json (per step, the total, the logged total and how many
+steps differ); `bench/organism.py` reads a run's guidance tokens from that file when it is there
+and from metrics.jsonl otherwise. metrics.jsonl is left as the run wrote it.
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def _export_dir(run: Path, config: dict[str, Any]) -> Path:
 
 
 def _records(run: Path) -> list[dict[str, Any]]:
-    path = run / "guidance" / "steps.jsonl"
+    from pope_train.backends.trl.trainer import STEPS_LOG
+    from pope_train.guidance.online import GUIDANCE_DIR
+
+    path = run / GUIDANCE_DIR / STEPS_LOG
     if not path.is_file():
         raise RecountError(f"{path}: missing (the run logged no per-step trace)")
     steps = []
@@ -69,29 +72,26 @@ def shown_groups(step: dict[str, Any]) -> list[dict[str, Any]]:
     return list(step["first"]) + [r for rnd in step.get("rounds", []) for r in rnd["new"]]
 
 
-def recount(run: Path, count=None) -> dict[str, Any]:
-    """The recount of one run (see the module doc); `count` (text -> tokens) defaults to the
-    run's tokenizer, counted as the trainer counts."""
+def recount(run: Path) -> dict[str, Any]:
+    """The recount of one run (see the module doc), its tokens counted with the run's tokenizer
+    as the trainer counts them."""
+    from transformers import AutoTokenizer
+
+    from pope_train.backends.trl.metrics import read_metrics
     from pope_train.guidance.table import load_guided_problems, prefix_tokens
 
     config = json.loads((run / "run_config.json").read_text())["config"]
     steps = _records(run)
     ids = {g["problem_id"] for s in steps for g in shown_groups(s)}
     problems, _ = load_guided_problems(_export_dir(run, config), ids, "the recount")
-    if count is None:
-        from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(config["model"])
 
-        tok = AutoTokenizer.from_pretrained(config["model"])
-
-        def count(text: str) -> int:
-            return len(tok(text, add_special_tokens=False)["input_ids"])
+    def count(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
 
     table = argparse.Namespace(problems=problems)
-    logged = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        x = json.loads(line)
-        if "step" in x:
-            logged[x["step"]] = x.get("guidance_tokens")
+    logged = {x["step"]: x.get("guidance_tokens")
+              for x in read_metrics(run / "metrics.jsonl") if "step" in x}
     per_step, old_rule, fallback_groups = {}, {}, 0
     for s in steps:
         rows = []

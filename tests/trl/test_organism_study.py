@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.organism import recounted, run_tokens
 from pope_train.backends.trl.metrics import EVAL_FIELDS, read_metrics
 from tests.trl.conftest import QUICK_EVERY, QUICK_STEPS, STUDY_ARMS
 
@@ -186,8 +187,6 @@ def test_the_guidance_recount_from_a_runs_trace_and_build_gives_what_the_trainer
     assert res.returncode == 0, res.stderr[-2000:]
     written = json.loads((unlogged / "guidance_recount.json").read_text())
     assert written["logged_rule"] == "none logged" and written["total"] == int(total)
-    sys.path.insert(0, str(ROOT))
-    from bench.organism import recounted, run_tokens
     rows = recounted(unlogged, read_metrics(unlogged / "metrics.jsonl"))
     assert run_tokens(rows, 8)["guidance"] == int(total)
 
