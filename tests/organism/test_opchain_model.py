@@ -136,3 +136,34 @@ def test_pope_data_build_on_the_committed_opchain_organism_curates_its_hard_coun
     assert easy.height == 3 and (easy["correct"] >= 1).all()
     prefixes = pl.read_parquet(out / "prefixes.parquet")
     assert set(prefixes["problem_id"]) == set(hard["id"])
+
+
+def test_the_committed_no_restate_twin_starts_where_the_guidance_stops():
+    """tests/data/organism_opchain_norestate (the study's `pope_no_restate` model) loads in pope's
+    engine, and what sets it apart holds greedily: after `pope` guidance of 4 lines, the organism
+    first writes shown lines 3-4 again, the twin starts at line 5."""
+    from pope_eval.engines import EngineConfig, GenerationRequest, Sampling, make_engine
+    from pope_eval.prompts import GUIDANCE, guided_messages
+
+    problems = generate_opchain(6, seed=0, difficulty=0)
+    starts = {}
+    for name in ("organism_opchain", "organism_opchain_norestate"):
+        model = ROOT / "tests" / "data" / name
+        assert json.loads((model / "pretrain.json").read_text())["config"]["restate"] is (
+            name == "organism_opchain")
+        engine = make_engine(EngineConfig(engine="transformers", model=str(model), seed=0))
+        try:
+            texts = [r.samples[0].text for r in engine.generate([GenerationRequest(
+                messages=tuple(guided_messages(p.problem, segment(p.solution, "steps").prefix(4),
+                                               guidance=GUIDANCE["pope"])),
+                n=1, sampling=Sampling(max_tokens=288, temperature=0.0), seed=i)
+                for i, p in enumerate(problems)])]
+        finally:
+            engine.close()
+        lines = [p.solution.splitlines() for p in problems]
+        starts[name] = [
+            "line 3" if t.startswith(ln[2]) else "line 5" if t.startswith(ln[4]) else "other"
+            for t, ln in zip(texts, lines)]
+    assert starts["organism_opchain"].count("line 3") >= 5, starts
+    assert starts["organism_opchain_norestate"].count("line 5") >= 5, starts
+    assert "line 3" not in starts["organism_opchain_norestate"], starts
