@@ -8,6 +8,7 @@ bash scripts/setup.sh --dev
 # The verl venv installs while the main tests run (pip waits on downloads and disk more than on
 # the CPU); its log is shown if it fails.
 logs="$(mktemp -d "${TMPDIR:-/tmp}/pope-test.XXXXXX")"
+trap 'rm -rf "$logs"' EXIT
 bash scripts/setup_train_env.sh .venv-train >"$logs/setup_train.log" 2>&1 &
 train_setup=$!
 
