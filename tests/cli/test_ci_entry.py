@@ -46,7 +46,7 @@ def _run(repo: Path, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedPr
 def test_ci_run_passes_the_suites_status_through_and_removes_its_copy(tmp_path, status):
     proc, scratch, copy = _run(_repo(tmp_path, status), tmp_path)
     assert proc.returncode == status, proc.stderr
-    # the suite ran in a copy under TMPDIR, with tracked files and without ignored ones ...
+    # the suite ran in a copy under TMPDIR (what the copy holds: the test below) ...
     assert copy.is_relative_to(scratch) and copy.name == "pope"
     # ... and the copy is gone once the run ended
     assert not copy.exists() and list(scratch.iterdir()) == []
